@@ -1,0 +1,42 @@
+# Everything runs in a virtual environment (.venv) that the first target creates.
+#   make demo    set-up + the main job
+#   make test    set-up + the whole test suite
+#   make bench   set-up + the CPU sampling benchmark (writes benchmarks/results/)
+# On a machine that already has the torch to build against (e.g. a CUDA torch on a GPU machine):
+#   make test TORCH_PIN= VENV_FLAGS=--system-site-packages
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_PIN ?= torch==2.13.0
+PY := $(VENV)/bin/python
+NATIVE_SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
+
+.PHONY: setup build demo test bench clean
+
+setup: $(VENV)/.deps
+
+$(VENV)/.deps: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_PIN)" ]; then $(PY) -m pip install -q "$(TORCH_PIN)"; fi
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# --no-build-isolation: compile against the torch installed above, never a freshly resolved one.
+$(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(VENV)/.built
+
+demo: build
+	$(PY) -m tsdi_ext demo
+
+test: build
+	HF_HUB_OFFLINE=1 $(PY) -m pytest python_tests -q
+
+bench: build
+	$(PY) benchmarks/bench_sampling.py
+
+clean:
+	rm -rf build $(VENV) tsdi_ext/_C*.so *.egg-info

@@ -1,0 +1,90 @@
+// CPU implementation of tsdi_ext::sample and tsdi_ext::sampling_probs: tensor checks, then the
+// fused kernel of tsdi/cpu/sampling_kernel.h over rows in parallel (at::parallel_for).
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "sampling_args.h"
+#include "tsdi/cpu/sampling_kernel.h"
+
+namespace tsdi_ext {
+namespace {
+
+tsdi::cpu::LogitsDType kernel_dtype(const at::Tensor& logits) {
+  switch (logits.scalar_type()) {
+    case at::kHalf: return tsdi::cpu::LogitsDType::kFloat16;
+    case at::kBFloat16: return tsdi::cpu::LogitsDType::kBFloat16;
+    default: return tsdi::cpu::LogitsDType::kFloat32;
+  }
+}
+
+tsdi::cpu::Workspace& thread_workspace() {
+  // One per thread, kept for the life of the thread: the hot path allocates only when a larger
+  // vocabulary than ever before arrives.
+  thread_local tsdi::cpu::Workspace workspace;
+  return workspace;
+}
+
+// Rows per task: a row of V elements costs about V * 2 ns, so small rows are grouped to keep the
+// task overhead of at::parallel_for (about a microsecond) negligible.
+int64_t grain_rows(int64_t vocab) { return vocab >= 16384 ? 1 : (16384 + vocab - 1) / vocab; }
+
+template <typename RowsFn>
+void for_each_row_range(const tsdi::SamplingParams& p, RowsFn rows_fn) {
+  at::parallel_for(0, p.batch, grain_rows(p.vocab), [&](int64_t begin, int64_t end) {
+    rows_fn(p, begin, end, thread_workspace());
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_cpu(
+    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
+    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
+    const std::optional<at::Tensor>& top_p, double top_p_value,
+    const std::optional<at::Tensor>& seed, int64_t seed_value,
+    const std::optional<at::Tensor>& offset, int64_t offset_value) {
+  const at::Tensor logits = vocab_contiguous(logits_in);
+  tsdi::SamplingParams p =
+      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
+                  top_p, top_p_value, seed, seed_value, offset, offset_value);
+  at::Tensor tokens = at::empty({p.batch}, logits.options().dtype(at::kLong));
+  at::Tensor valid = at::empty({p.batch}, logits.options().dtype(at::kBool));
+  p.tokens = tokens.mutable_data_ptr<int64_t>();
+  p.valid = valid.mutable_data_ptr<bool>();
+  const auto dtype = kernel_dtype(logits);
+  for_each_row_range(p, [dtype](const tsdi::SamplingParams& params, int64_t begin, int64_t end,
+                                tsdi::cpu::Workspace& ws) {
+    tsdi::cpu::sample_rows(dtype, params, begin, end, ws);
+  });
+  return {tokens, valid};
+}
+
+at::Tensor sampling_probs_cpu(
+    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
+    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
+    const std::optional<at::Tensor>& top_p, double top_p_value) {
+  const at::Tensor logits = vocab_contiguous(logits_in);
+  tsdi::SamplingParams p =
+      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
+                  top_p, top_p_value, std::nullopt, 0, std::nullopt, 0);
+  at::Tensor probs = at::empty({p.batch, p.vocab}, logits.options().dtype(at::kFloat));
+  p.probs = probs.mutable_data_ptr<float>();
+  const auto dtype = kernel_dtype(logits);
+  for_each_row_range(p, [dtype](const tsdi::SamplingParams& params, int64_t begin, int64_t end,
+                                tsdi::cpu::Workspace& ws) {
+    tsdi::cpu::probs_rows(dtype, params, begin, end, ws);
+  });
+  return probs;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tsdi_ext, CPU, m) {
+  m.impl("sample", &sample_cpu);
+  m.impl("sampling_probs", &sampling_probs_cpu);
+}
+
+}  // namespace tsdi_ext

@@ -1,0 +1,147 @@
+// Torch-free definitions shared by the CPU and CUDA sampling kernels: the parameter block of one
+// call, per-row parameter resolution, and the counter-based random number generator.
+//
+// Nothing in this header includes torch, ATen or c10, so it compiles with a bare host compiler and
+// with nvcc on machines whose torch has no CUDA headers.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define TSDI_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define TSDI_HOST_DEVICE inline
+#endif
+
+namespace tsdi {
+
+// How the bias table is indexed.
+enum class BiasMode : int32_t {
+  kNone = 0,    // no bias
+  kVector = 1,  // bias is [V]: the same row for every batch row
+  kTable = 2,   // bias is [L, V]: row positions[b] for batch row b, none when positions[b] >= L
+};
+
+// Why a row could not be sampled (0 = it could). Kept as a small code so a strict caller can name
+// the reason; the public API returns only `valid = (status == 0)`.
+enum RowStatus : int32_t {
+  kRowOk = 0,
+  kRowNonFinite = 1,      // a debiased logit is NaN or +inf
+  kRowAllMasked = 2,      // every debiased logit is -inf
+  kRowBadTemperature = 3, // per-row temperature is negative or NaN
+  kRowBadTopP = 4,        // per-row top_p is NaN
+  kRowBadPosition = 5,    // per-row position is negative (bias table mode)
+};
+
+// Every argument of one sampling call as raw pointers and scalars. A per-row parameter is read from
+// its pointer when that pointer is non-null and from the matching `*_value` scalar otherwise, so a
+// Python scalar never needs a [B] tensor.
+struct SamplingParams {
+  const void* logits = nullptr;      // [batch, vocab], element (b, i) at logits[b * row_stride + i]
+  int64_t batch = 0;
+  int64_t vocab = 0;
+  int64_t logits_row_stride = 0;     // in elements
+
+  const float* bias = nullptr;       // [vocab] or [bias_rows, vocab], contiguous
+  int64_t bias_rows = 0;
+  BiasMode bias_mode = BiasMode::kNone;
+  const int64_t* positions = nullptr;  // [batch], required in kTable mode
+
+  const float* alpha = nullptr;        float alpha_value = 1.0f;
+  const float* temperature = nullptr;  float temperature_value = 1.0f;
+  const float* top_p = nullptr;        float top_p_value = 1.0f;
+  const int64_t* seed = nullptr;       int64_t seed_value = 0;
+  const int64_t* offset = nullptr;     int64_t offset_value = 0;
+
+  // Outputs. `tokens` and `valid` are set by the sampling kernels, `probs` ([batch, vocab],
+  // contiguous) by the probability kernels; a kernel leaves the outputs it does not own alone.
+  int64_t* tokens = nullptr;
+  bool* valid = nullptr;
+  float* probs = nullptr;
+};
+
+// The parameters of one row, resolved from pointers or scalars.
+struct RowParams {
+  const float* bias;  // [vocab] bias row to subtract, or nullptr
+  float alpha;
+  float temperature;
+  float top_p;
+  uint64_t seed;
+  uint64_t offset;
+  int32_t status;  // kRowOk, or a parameter error code
+};
+
+TSDI_HOST_DEVICE RowParams resolve_row(const SamplingParams& p, int64_t b) {
+  RowParams r;
+  r.alpha = p.alpha ? p.alpha[b] : p.alpha_value;
+  r.temperature = p.temperature ? p.temperature[b] : p.temperature_value;
+  r.top_p = p.top_p ? p.top_p[b] : p.top_p_value;
+  r.seed = static_cast<uint64_t>(p.seed ? p.seed[b] : p.seed_value);
+  r.offset = static_cast<uint64_t>(p.offset ? p.offset[b] : p.offset_value);
+  r.status = kRowOk;
+  r.bias = nullptr;
+  if (p.bias_mode == BiasMode::kVector) {
+    r.bias = p.bias;
+  } else if (p.bias_mode == BiasMode::kTable) {
+    const int64_t pos = p.positions[b];
+    if (pos < 0) {
+      r.status = kRowBadPosition;
+    } else if (pos < p.bias_rows) {
+      r.bias = p.bias + pos * p.vocab;
+    }
+  }
+  // `!(t >= 0)` is true for negative and NaN temperatures alike.
+  if (!(r.temperature >= 0.0f)) r.status = kRowBadTemperature;
+  if (r.top_p != r.top_p) r.status = kRowBadTopP;
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10 (Salmon et al., "Parallel Random Numbers: As Easy as 1, 2, 3", SC'11).
+// The uniform of a row is a pure function of (seed, offset):
+//   key     = (seed & 0xffffffff, seed >> 32)
+//   counter = (offset & 0xffffffff, offset >> 32, 0, 0)
+//   u       = philox4x32_10(counter, key)[0] / 2^32          in [0, 1), 2^-32 resolution
+// Both seed and offset are read as unsigned 64-bit integers (two's complement for negatives).
+// ---------------------------------------------------------------------------------------------
+struct Philox4x32 {
+  uint32_t v[4];
+};
+
+TSDI_HOST_DEVICE void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+  const uint64_t product = static_cast<uint64_t>(a) * static_cast<uint64_t>(b);
+  hi = static_cast<uint32_t>(product >> 32);
+  lo = static_cast<uint32_t>(product);
+}
+
+TSDI_HOST_DEVICE Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0, lo0, hi1, lo1;
+    philox_mulhilo(kM0, ctr.v[0], hi0, lo0);
+    philox_mulhilo(kM1, ctr.v[2], hi1, lo1);
+    Philox4x32 next;
+    next.v[0] = hi1 ^ ctr.v[1] ^ k0;
+    next.v[1] = lo1;
+    next.v[2] = hi0 ^ ctr.v[3] ^ k1;
+    next.v[3] = lo0;
+    ctr = next;
+    k0 += kW0;
+    k1 += kW1;
+  }
+  return ctr;
+}
+
+TSDI_HOST_DEVICE double uniform_from_seed_offset(uint64_t seed, uint64_t offset) {
+  Philox4x32 ctr;
+  ctr.v[0] = static_cast<uint32_t>(offset);
+  ctr.v[1] = static_cast<uint32_t>(offset >> 32);
+  ctr.v[2] = 0u;
+  ctr.v[3] = 0u;
+  const Philox4x32 out =
+      philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return static_cast<double>(out.v[0]) * (1.0 / 4294967296.0);
+}
+
+}  // namespace tsdi

@@ -1,0 +1,389 @@
+// Fused CPU kernel for debiased top-p sampling: torch-free, one row at a time.
+//
+// Per row b (V = vocabulary size):
+// (elementwise arithmetic in float32, every sum of masses in float64)
+//   pass 1  d_i = logit_i - alpha * bias_i, max d, NaN / +inf detection       (reads logits + bias)
+//   pass 2  w_i = exp((d_i - max d) / T), S = sum w                               (in place)
+//   pass 3  the top-p threshold tau = the largest w such that the mass of {w_i >= tau} is at least
+//           top_p * S. Found by a mass-weighted radix select on the float bit patterns (w >= 0, so
+//           the bits sort like the values): a 1024-bucket histogram of the top bits, then two
+//           10-bit refinements over the few candidates of the crossing bucket. No sort of V.
+//   pass 4  kept mass per block of kBlock elements, then the inverse-CDF draw in vocabulary order
+//           (or, for sampling_probs, the renormalised probabilities).
+// Inner loops are written over kLanes independent lanes so the compiler vectorises them for the
+// instruction set of each function clone (see sampling_kernels.cpp).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../common.h"
+
+namespace tsdi {
+namespace cpu {
+
+// Logit element types, as raw bit containers (no c10 types here).
+struct BFloat16Bits { uint16_t bits; };
+struct Float16Bits { uint16_t bits; };
+
+enum class LogitsDType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+// Per-thread scratch memory, reused across rows and calls so the hot path does not allocate once
+// warmed up (vectors only grow).
+struct Workspace {
+  std::vector<float> values;      // [V] debiased logits, then exp weights (sampling without probs)
+  std::vector<float> candidates;  // [<= V] values of the bucket that holds the threshold
+  std::vector<double> block_mass; // [ceil(V / kBlock)] kept mass per block
+  double hist_mass[1024];
+};
+
+// Kernel entry points (defined in sampling_kernels.cpp, cloned per instruction set).
+// Rows [row_begin, row_end) of `params` are processed; each thread passes its own workspace.
+void sample_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin,
+                 int64_t row_end, Workspace& workspace);
+void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin,
+                int64_t row_end, Workspace& workspace);
+
+namespace detail {
+
+#define TSDI_ALWAYS_INLINE inline __attribute__((always_inline))
+
+constexpr int kLanes = 16;
+constexpr int64_t kBlock = 512;
+constexpr float kInf = __builtin_inff();
+constexpr int64_t kSortCandidates = 64;  // below this many candidates, sort instead of refining
+constexpr int kHistBuckets = 1024;      // 10-bit digits
+
+TSDI_ALWAYS_INLINE float bits_to_float(uint32_t u) {
+  float f;
+  __builtin_memcpy(&f, &u, sizeof(f));
+  return f;
+}
+TSDI_ALWAYS_INLINE uint32_t float_to_bits(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
+TSDI_ALWAYS_INLINE float load_as_float(float x) { return x; }
+TSDI_ALWAYS_INLINE float load_as_float(BFloat16Bits x) {
+  return bits_to_float(static_cast<uint32_t>(x.bits) << 16);
+}
+// IEEE binary16 -> binary32, branch-free so it vectorises (normals, subnormals, inf and NaN).
+TSDI_ALWAYS_INLINE float load_as_float(Float16Bits h) {
+  const uint32_t sign = (static_cast<uint32_t>(h.bits) & 0x8000u) << 16;
+  const uint32_t em = static_cast<uint32_t>(h.bits) & 0x7fffu;
+  const uint32_t normal = (em << 13) + ((127u - 15u) << 23);
+  const uint32_t inf_nan = (em << 13) | 0x7f800000u;
+  const uint32_t subnormal = float_to_bits(static_cast<float>(em) * 5.9604644775390625e-08f);
+  uint32_t bits = em >= 0x7c00u ? inf_nan : normal;
+  bits = em < 0x0400u ? subnormal : bits;
+  return bits_to_float(bits | sign);
+}
+
+// exp(x) for x <= 0: Cephes' expf reduction and polynomial (about 1 ulp). Returns exactly 1 at
+// x == 0 and 0 below -86 (where the true value, < 5e-38, carries no probability mass that float32
+// can use), so the exponent arithmetic below never builds a subnormal.
+TSDI_ALWAYS_INLINE float exp_nonpositive(float x) {
+  const float clamped = x < -86.0f ? -86.0f : x;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  float n = clamped * 1.44269504088896341f + kRound;
+  const int32_t n_int =
+      static_cast<int32_t>(float_to_bits(n)) - static_cast<int32_t>(float_to_bits(kRound));
+  n -= kRound;
+  float r = clamped - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const float scaled = bits_to_float(float_to_bits(y) + (static_cast<uint32_t>(n_int) << 23));
+  return x < -86.0f ? 0.0f : scaled;
+}
+
+// Pass 1: out[i] = logit[i] - alpha * bias[i]; returns the row status and sets `max_out`.
+// (`omp simd` lets the compiler reorder the max / or reductions without -ffast-math.)
+template <typename In, bool kHasBias>
+TSDI_ALWAYS_INLINE int32_t load_debiased(const In* __restrict__ logits,
+                                         const float* __restrict__ bias, float alpha, int64_t vocab,
+                                         float* __restrict__ out, float& max_out) {
+  float row_max = -kInf;
+  int32_t bad = 0;
+#pragma omp simd reduction(max : row_max) reduction(| : bad)
+  for (int64_t i = 0; i < vocab; ++i) {
+    float v = load_as_float(logits[i]);
+    if (kHasBias) v = v - alpha * bias[i];
+    out[i] = v;
+    row_max = v > row_max ? v : row_max;
+    bad |= !(v < kInf);  // NaN or +inf
+  }
+  max_out = row_max;
+  if (bad) return kRowNonFinite;
+  if (row_max == -kInf) return kRowAllMasked;
+  return kRowOk;
+}
+
+// Pass 2: w[i] = exp((d[i] - max) / T) in place; returns S = sum w, accumulated in float64: the
+// nucleus boundary compares cumulative masses whose steps can be as small as 1e-6 of the total, so
+// a float32 normaliser (relative error ~1e-7) would move the boundary on flat distributions. 1/T is clamped to [FLT_MIN, FLT_MAX] so that no select
+// is needed in the loop: `d == max` still maps to exactly 1 and `d == -inf` to exactly 0 when T is
+// infinite (1/T = 0 would give -inf * 0 = NaN) or subnormal (1/T = inf would give 0 * inf = NaN).
+TSDI_ALWAYS_INLINE double exp_in_place(float* __restrict__ w, int64_t vocab, float row_max,
+                                       float inv_temperature) {
+  constexpr float kFloatMin = 1.17549435e-38f, kFloatMax = 3.40282347e+38f;
+  const float scale = inv_temperature < kFloatMin   ? kFloatMin
+                      : inv_temperature > kFloatMax ? kFloatMax
+                                                    : inv_temperature;
+  // kLanes float64 accumulators, one per vector lane: the float -> double widening and the adds
+  // vectorise, a scalar double reduction would not.
+  double lane_total[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= vocab; i += kLanes) {
+    float e[kLanes];
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) {
+      e[j] = exp_nonpositive((w[i + j] - row_max) * scale);
+      w[i + j] = e[j];
+    }
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) lane_total[j] += static_cast<double>(e[j]);
+  }
+  for (; i < vocab; ++i) {
+    w[i] = exp_nonpositive((w[i] - row_max) * scale);
+    lane_total[0] += static_cast<double>(w[i]);
+  }
+  double total = 0.0;
+  for (int j = 0; j < kLanes; ++j) total += lane_total[j];
+  return total;
+}
+
+// Histogram of mass by digit ((bits >> shift) & 1023) over the values >= floor. Branch-free:
+// values below the floor land in one of kDiscard discard buckets, and four interleaved
+// sub-histograms keep repeated buckets from serialising on store-to-load forwarding.
+TSDI_ALWAYS_INLINE void mass_histogram(const float* __restrict__ values, int64_t n, float floor,
+                                       int shift, double* hist_mass) {
+  constexpr uint32_t kDiscard = 8;
+  double sub[4][kHistBuckets + kDiscard];
+  for (int k = 0; k < 4; ++k) {
+    for (uint32_t b = 0; b < kHistBuckets + kDiscard; ++b) sub[k][b] = 0.0;
+  }
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) {
+      const float v = values[i + k];
+      const uint32_t discard = kHistBuckets + (static_cast<uint32_t>(i >> 2) & (kDiscard - 1));
+      const uint32_t digit = v >= floor ? (float_to_bits(v) >> shift) & 1023u : discard;
+      sub[k][digit] += v;
+    }
+  }
+  for (; i < n; ++i) {
+    const float v = values[i];
+    const uint32_t digit = v >= floor ? (float_to_bits(v) >> shift) & 1023u : kHistBuckets;
+    sub[0][digit] += v;
+  }
+  for (int b = 0; b < kHistBuckets; ++b) hist_mass[b] = (sub[0][b] + sub[1][b]) + (sub[2][b] + sub[3][b]);
+}
+
+// Copies the values >= floor whose digit at `shift` equals `digit` to `out`; returns how many.
+// `out` may alias `values` (in-place compaction: out[count] is written after values[i], i >= count,
+// is read). Chunks without a hit (most of them when the distribution is peaked) are skipped after
+// one vectorised any-of; the others are compacted without branches.
+TSDI_ALWAYS_INLINE int64_t collect_digit(const float* values, int64_t n, float floor, int shift,
+                                         uint32_t digit, float* out) {
+  constexpr int64_t kChunk = 16;
+  int64_t count = 0;
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t stop = start + kChunk < n ? start + kChunk : n;
+    int32_t any = 0;
+#pragma omp simd reduction(| : any)
+    for (int64_t i = start; i < stop; ++i) {
+      const float v = values[i];
+      any |= v >= floor && ((float_to_bits(v) >> shift) & 1023u) == digit;
+    }
+    if (!any) continue;
+    for (int64_t i = start; i < stop; ++i) {
+      const float v = values[i];
+      out[count] = v;
+      count += v >= floor && ((float_to_bits(v) >> shift) & 1023u) == digit;
+    }
+  }
+  return count;
+}
+
+// Scans buckets from the top; returns the bucket in which the mass reaches `target` (adding the
+// mass of the buckets above to `above`), or -1 if rounding left the total short of it.
+TSDI_ALWAYS_INLINE int crossing_bucket(const double* hist_mass, double target, double& above) {
+  for (int k = 1023; k >= 0; --k) {
+    if (above + hist_mass[k] >= target) return k;
+    above += hist_mass[k];
+  }
+  return -1;
+}
+
+inline void sort_descending(float* values, int64_t n) {
+  // Insertion sort: n <= kSortCandidates.
+  for (int64_t i = 1; i < n; ++i) {
+    const float v = values[i];
+    int64_t j = i - 1;
+    while (j >= 0 && values[j] < v) {
+      values[j + 1] = values[j];
+      --j;
+    }
+    values[j + 1] = v;
+  }
+}
+
+// Pass 3: the nucleus threshold. Keeps {i : w_i >= tau}; see the header comment.
+TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double total, float top_p,
+                                         Workspace& ws) {
+  if (top_p >= 1.0f) return 0.0f;  // everything (w >= 0)
+  if (top_p <= 0.0f) return 1.0f;  // the maximum (and its ties): w == 1 exactly there
+  const double target = static_cast<double>(top_p) * total;
+  // tau >= floor: the tokens below `floor` hold at most vocab * floor = (1 - top_p) * S of mass,
+  // so {w >= floor} already holds top_p * S. Shrunk slightly against rounding in S.
+  const float floor =
+      static_cast<float>((1.0 - static_cast<double>(top_p)) * total / static_cast<double>(vocab) *
+                         (1.0 - 1e-6));
+  double above = 0.0;
+  mass_histogram(w, vocab, floor, 20, ws.hist_mass);
+  int bucket = crossing_bucket(ws.hist_mass, target, above);
+  if (bucket < 0) return floor;  // rounding: keep everything above the floor
+  float* cand = ws.candidates.data();
+  int64_t n = collect_digit(w, vocab, floor, 20, static_cast<uint32_t>(bucket), cand);
+  // Refine by the next 10 bits, then the last 10: after shift 0 all candidates are equal.
+  for (int shift = 10; shift >= 0 && n > kSortCandidates; shift -= 10) {
+    mass_histogram(cand, n, floor, shift, ws.hist_mass);
+    bucket = crossing_bucket(ws.hist_mass, target, above);
+    if (bucket < 0) return floor;  // rounding: keep everything above the floor
+    n = collect_digit(cand, n, floor, shift, static_cast<uint32_t>(bucket), cand);
+    if (shift == 0) return cand[0];
+  }
+  sort_descending(cand, n);
+  for (int64_t k = 0; k < n; ++k) {
+    above += cand[k];
+    if (above >= target) return cand[k];
+  }
+  return n > 0 ? cand[n - 1] : floor;
+}
+
+// Pass 4a: kept mass per block; returns the total kept mass (summed in vocabulary order).
+TSDI_ALWAYS_INLINE double kept_block_mass(const float* __restrict__ w, int64_t vocab, float tau,
+                                          double* __restrict__ block_mass) {
+  double total = 0.0;
+  int64_t block = 0;
+  for (int64_t start = 0; start < vocab; start += kBlock, ++block) {
+    const int64_t stop = start + kBlock < vocab ? start + kBlock : vocab;
+    double lane_sum[kLanes] = {};
+    int64_t i = start;
+    for (; i + kLanes <= stop; i += kLanes) {
+      float kept[kLanes];
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) kept[j] = w[i + j] >= tau ? w[i + j] : 0.0f;
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) lane_sum[j] += static_cast<double>(kept[j]);
+    }
+    for (; i < stop; ++i) lane_sum[0] += w[i] >= tau ? static_cast<double>(w[i]) : 0.0;
+    double sum = 0.0;
+    for (int j = 0; j < kLanes; ++j) sum += lane_sum[j];
+    block_mass[block] = sum;
+    total += sum;
+  }
+  return total;
+}
+
+// Pass 4b: inverse CDF in vocabulary order: the first kept i whose running kept mass exceeds
+// u * kept_total; the last kept token of non-zero weight if rounding leaves the running mass short.
+TSDI_ALWAYS_INLINE int64_t draw_token(const float* w, int64_t vocab, float tau,
+                                      const double* block_mass, double kept_total, double u) {
+  const double target = u * kept_total;
+  double running = 0.0;
+  int64_t start = 0;
+  // Skip whole blocks that end at or below the target.
+  for (int64_t block = 0; start < vocab; start += kBlock, ++block) {
+    if (running + block_mass[block] > target) break;
+    running += block_mass[block];
+  }
+  for (int64_t i = start; i < vocab; ++i) {
+    if (w[i] >= tau) {
+      running += w[i];
+      if (running > target) return i;
+    }
+  }
+  for (int64_t i = vocab - 1; i >= 0; --i) {
+    if (w[i] >= tau && w[i] > 0.0f) return i;
+  }
+  return 0;
+}
+
+TSDI_ALWAYS_INLINE int64_t first_index_of(const float* values, int64_t n, float target) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (values[i] == target) return i;
+  }
+  return 0;
+}
+
+// Passes 1 and 2 for one row; returns the status. `work` receives w (or d for greedy rows).
+template <typename In>
+TSDI_ALWAYS_INLINE int32_t debias_row(const SamplingParams& p, int64_t b, const RowParams& rp,
+                                      float* work, float& row_max) {
+  const In* logits = static_cast<const In*>(p.logits) + b * p.logits_row_stride;
+  if (rp.bias != nullptr) {
+    return load_debiased<In, true>(logits, rp.bias, rp.alpha, p.vocab, work, row_max);
+  }
+  return load_debiased<In, false>(logits, nullptr, 0.0f, p.vocab, work, row_max);
+}
+
+template <typename In>
+TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace& ws) {
+  const RowParams rp = resolve_row(p, b);
+  float* work = ws.values.data();
+  float row_max = 0.0f;
+  int32_t status = rp.status;
+  if (status == kRowOk) status = debias_row<In>(p, b, rp, work, row_max);
+  if (status != kRowOk) {
+    p.tokens[b] = 0;
+    p.valid[b] = false;
+    return;
+  }
+  p.valid[b] = true;
+  if (rp.temperature == 0.0f) {
+    p.tokens[b] = first_index_of(work, p.vocab, row_max);
+    return;
+  }
+  const double total = exp_in_place(work, p.vocab, row_max, 1.0f / rp.temperature);
+  const float tau = top_p_threshold(work, p.vocab, total, rp.top_p, ws);
+  const double kept = kept_block_mass(work, p.vocab, tau, ws.block_mass.data());
+  const double u = uniform_from_seed_offset(rp.seed, rp.offset);
+  p.tokens[b] = draw_token(work, p.vocab, tau, ws.block_mass.data(), kept, u);
+}
+
+template <typename In>
+TSDI_ALWAYS_INLINE void probs_row(const SamplingParams& p, int64_t b, Workspace& ws) {
+  const RowParams rp = resolve_row(p, b);
+  float* out = p.probs + b * p.vocab;
+  float row_max = 0.0f;
+  int32_t status = rp.status;
+  if (status == kRowOk) status = debias_row<In>(p, b, rp, out, row_max);
+  if (status != kRowOk) {
+    for (int64_t i = 0; i < p.vocab; ++i) out[i] = 0.0f;
+    return;
+  }
+  if (rp.temperature == 0.0f) {
+    const int64_t argmax = first_index_of(out, p.vocab, row_max);
+    for (int64_t i = 0; i < p.vocab; ++i) out[i] = 0.0f;
+    out[argmax] = 1.0f;
+    return;
+  }
+  const double total = exp_in_place(out, p.vocab, row_max, 1.0f / rp.temperature);
+  const float tau = top_p_threshold(out, p.vocab, total, rp.top_p, ws);
+  const double kept = kept_block_mass(out, p.vocab, tau, ws.block_mass.data());
+  const float scale = static_cast<float>(1.0 / kept);
+  for (int64_t i = 0; i < p.vocab; ++i) out[i] = out[i] >= tau ? out[i] * scale : 0.0f;
+}
+
+}  // namespace detail
+}  // namespace cpu
+}  // namespace tsdi

@@ -1,0 +1,70 @@
+"""Build script for tsdi_ext.
+
+The native sources and flags live in ``csrc/build_config.json`` (shared with CMakeLists.txt).
+The extension is built against the torch that is already installed, so build with
+``pip install --no-build-isolation .``: an isolated build would resolve its own torch (on Linux, a
+multi-GB CUDA build) and produce a binary that does not match the torch you run.
+
+Environment:
+  TSDI_EXT_CUDA=0   never build the CUDA kernels
+  FORCE_CUDA=1      build them even when torch reports no CUDA device (needs nvcc + CUDA torch)
+  TORCH_CUDA_ARCH_LIST, MAX_JOBS   respected as by torch.utils.cpp_extension
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # pragma: no cover - build-time message
+    sys.exit(
+        "tsdi_ext compiles against the torch you run: install torch first (e.g. "
+        "'pip install torch'), then build with 'pip install --no-build-isolation .'"
+    )
+
+
+def want_cuda() -> bool:
+    if os.environ.get("TSDI_EXT_CUDA", "") == "0":
+        return False
+    if os.environ.get("FORCE_CUDA", "") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def extensions():
+    config = json.loads((ROOT / "csrc" / "build_config.json").read_text())
+    sources = config["kernel_sources_cpu"] + config["glue_sources_cpu"]
+    torch_version = torch.__version__.split("+")[0]
+    macros = [("TSDI_TORCH_VERSION", f'"{torch_version}"')]
+    compile_args = {"cxx": list(config["cxx_flags"])}
+    include_dirs = [str(ROOT / d) for d in config["include_dirs"]]
+    if want_cuda():
+        sources += config["glue_sources_cuda"]
+        macros.append(("TSDI_WITH_CUDA", "1"))
+        compile_args["nvcc"] = list(config["nvcc_flags"])
+        extension_class = CUDAExtension
+    else:
+        extension_class = CppExtension
+    return [
+        extension_class(
+            name="tsdi_ext._C",
+            sources=sources,
+            include_dirs=include_dirs,
+            define_macros=macros,
+            extra_compile_args=compile_args,
+            extra_link_args=list(config["link_flags"]),
+        )
+    ]
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension},
+)

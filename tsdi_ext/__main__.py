@@ -1,0 +1,5 @@
+"""Command line: ``python -m tsdi_ext demo``."""
+
+from .cli import main
+
+raise SystemExit(main())
