@@ -32,7 +32,11 @@ build: $(VENV)/.built
 demo: build
 	$(PY) -m tsdi_ext demo
 
+# The torch-free C++ kernel test (CMake + ctest), then the Python suite.
 test: build
+	cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja > /dev/null
+	cmake --build build/cmake > /dev/null
+	ctest --test-dir build/cmake --output-on-failure
 	HF_HUB_OFFLINE=1 $(PY) -m pytest python_tests -q
 
 bench: build
