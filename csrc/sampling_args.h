@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <optional>
 
 #include "tsdi/common.h"
@@ -49,6 +50,8 @@ inline tsdi::SamplingParams make_params(
   TORCH_CHECK_VALUE(temperature_value >= 0.0, "tsdi_ext: temperature must be >= 0, got ",
                     temperature_value);
   TORCH_CHECK_VALUE(top_p_value == top_p_value, "tsdi_ext: top_p is NaN");
+  TORCH_CHECK_VALUE(std::isfinite(alpha_value) && std::fabs(alpha_value) <= 3.4028234663852886e38,
+                    "tsdi_ext: alpha must be finite (in float32), got ", alpha_value);
 
   tsdi::SamplingParams p;
   p.logits = logits.const_data_ptr();

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
+import struct
 
 import torch
 
@@ -41,7 +42,8 @@ def _check_same_device(name: str, tensor: torch.Tensor, logits: torch.Tensor) ->
         raise ValueError(f"tsdi_ext: {name} is on {tensor.device} but logits are on {logits.device}")
 
 
-def _check_bias(bias, positions, logits) -> None:
+def _check_bias(bias, positions, logits):
+    """Validates bias and positions; returns positions with unit stride (or None)."""
     batch, vocab = logits.shape
     if bias is not None:
         if not isinstance(bias, torch.Tensor):
@@ -69,6 +71,9 @@ def _check_bias(bias, positions, logits) -> None:
         if positions.dtype != torch.int64:
             raise TypeError(f"tsdi_ext: positions must be int64, got {positions.dtype}")
         _check_same_device("positions", positions, logits)
+        if not positions.is_contiguous():
+            positions = positions.contiguous()
+    return positions
 
 
 def _row_tensor(name: str, value: torch.Tensor, logits: torch.Tensor, dtype: torch.dtype):
@@ -84,16 +89,29 @@ def _row_tensor(name: str, value: torch.Tensor, logits: torch.Tensor, dtype: tor
     return value if value.is_contiguous() else value.contiguous()
 
 
+def _to_float32(value: float) -> float:
+    """``value`` rounded to float32 (overflowing to +-inf), as every backend will read it."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
 def _float_param(name: str, value, logits: torch.Tensor):
-    """(per-row tensor or None, scalar) for a float parameter."""
+    """(per-row tensor or None, scalar) for a float parameter. Python numbers are rounded to
+    float32 here, so that every backend sees the same value."""
     if isinstance(value, torch.Tensor):
         return _row_tensor(name, value, logits, torch.float32), 0.0
+    if torch.compiler.is_compiling():
+        # Traced by torch.compile: a constant or a symbolic number, passed through as is; the op
+        # checks it (and reads it as float32) at run time.
+        return None, value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
             f"tsdi_ext: {name} must be a Python number or a [B] float32 tensor, "
             f"got {type(value).__name__}"
         )
-    return None, float(value)
+    return None, _to_float32(float(value))
 
 
 def _int_param(name: str, value, logits: torch.Tensor):
@@ -116,18 +134,23 @@ def _int_param(name: str, value, logits: torch.Tensor):
 
 def _prepare(logits, bias, positions, alpha, temperature, top_p, backend):
     _check_logits(logits)
-    _check_bias(bias, positions, logits)
+    positions = _check_bias(bias, positions, logits)
     if backend not in BACKENDS:
         raise ValueError(f"tsdi_ext: backend must be one of {BACKENDS}, got {backend!r}")
     alpha_t, alpha_v = _float_param("alpha", alpha, logits)
     temperature_t, temperature_v = _float_param("temperature", temperature, logits)
     top_p_t, top_p_v = _float_param("top_p", top_p, logits)
-    if not math.isfinite(alpha_v):
-        raise ValueError(f"tsdi_ext: alpha must be finite, got {alpha_v}")
-    if not temperature_v >= 0:  # also catches NaN
-        raise ValueError(f"tsdi_ext: temperature must be >= 0 (0 means greedy), got {temperature_v}")
-    if math.isnan(top_p_v):
-        raise ValueError("tsdi_ext: top_p must be a number, got NaN")
+    # Scalar checks in eager mode only: under torch.compile a changed float becomes symbolic and
+    # cannot be inspected while tracing; the C++ op repeats these checks at run time.
+    if not torch.compiler.is_compiling():
+        if not math.isfinite(alpha_v):
+            raise ValueError(f"tsdi_ext: alpha must be finite (in float32), got {alpha_v}")
+        if not temperature_v >= 0:  # also catches NaN
+            raise ValueError(
+                f"tsdi_ext: temperature must be >= 0 (0 means greedy), got {temperature_v}"
+            )
+        if math.isnan(top_p_v):
+            raise ValueError("tsdi_ext: top_p must be a number, got NaN")
     if backend in ("cpu", "cuda") and logits.device.type != backend:
         raise ValueError(
             f"tsdi_ext: backend={backend!r} needs {backend} tensors, logits are on {logits.device}"
@@ -139,7 +162,7 @@ def _prepare(logits, bias, positions, alpha, temperature, top_p, backend):
                 "tsdi_ext: logits are on CUDA but this build of tsdi_ext has no CUDA kernels "
                 "(rebuild on a machine with nvcc and a CUDA torch, or use backend='torch')"
             )
-    return (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v)
+    return positions, (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v)
 
 
 def _raise_for_invalid_rows(valid, logits, bias, positions, alpha, temperature, top_p) -> None:
@@ -216,7 +239,7 @@ def sample(
     the token is the first kept index whose cumulative renormalised probability exceeds ``u``.
     Backends agree token for token except when ``u`` falls within float rounding of a boundary.
     """
-    (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v) = _prepare(
+    positions, (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v) = _prepare(
         logits, bias, positions, alpha, temperature, top_p, backend
     )
     seed_t, seed_v = _int_param("seed", seed, logits)
@@ -263,7 +286,7 @@ def sampling_probs(
         ``[B, V]`` float32: the nucleus probabilities renormalised to sum to 1, zeros outside the
         nucleus; one-hot at the first argmax for ``temperature == 0``; all zeros for invalid rows.
     """
-    (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v) = _prepare(
+    positions, (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v) = _prepare(
         logits, bias, positions, alpha, temperature, top_p, backend
     )
     if backend == "torch":

@@ -5,9 +5,9 @@
 //   pass 1  d_i = logit_i - alpha * bias_i, max d, NaN / +inf detection       (reads logits + bias)
 //   pass 2  w_i = exp((d_i - max d) / T), S = sum w                               (in place)
 //   pass 3  the top-p threshold tau = the largest w such that the mass of {w_i >= tau} is at least
-//           top_p * S. Found by a mass-weighted radix select on the float bit patterns (w >= 0, so
-//           the bits sort like the values): a 1024-bucket histogram of the top bits, then two
-//           10-bit refinements over the few candidates of the crossing bucket. No sort of V.
+//           top_p * S: two vectorised pivot passes bracket it, then a mass-weighted radix select on
+//           the float bit patterns (w >= 0, so the bits sort like the values) of the few values
+//           inside the bracket finds it exactly. No sort of V (see top_p_threshold).
 //   pass 4  kept mass per block of kBlock elements, then the inverse-CDF draw in vocabulary order
 //           (or, for sampling_probs, the renormalised probabilities).
 // Inner loops are written over kLanes independent lanes so the compiler vectorises them for the
@@ -53,6 +53,8 @@ constexpr int64_t kBlock = 512;
 constexpr float kInf = __builtin_inff();
 constexpr int64_t kSortCandidates = 64;  // below this many candidates, sort instead of refining
 constexpr int kHistBuckets = 1024;      // 10-bit digits
+constexpr int kPivots = 8;              // pivots per bracketing pass
+constexpr int kPivotPasses = 1;         // passes over the row (more passes cost more than they save)
 
 TSDI_ALWAYS_INLINE float bits_to_float(uint32_t u) {
   float f;
@@ -236,37 +238,162 @@ inline void sort_descending(float* values, int64_t n) {
   }
 }
 
-// Pass 3: the nucleus threshold. Keeps {i : w_i >= tau}; see the header comment.
-TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double total, float top_p,
-                                         Workspace& ws) {
-  if (top_p >= 1.0f) return 0.0f;  // everything (w >= 0)
-  if (top_p <= 0.0f) return 1.0f;  // the maximum (and its ties): w == 1 exactly there
-  const double target = static_cast<double>(top_p) * total;
-  // tau >= floor: the tokens below `floor` hold at most vocab * floor = (1 - top_p) * S of mass,
-  // so {w >= floor} already holds top_p * S. Shrunk slightly against rounding in S.
-  const float floor =
-      static_cast<float>((1.0 - static_cast<double>(top_p)) * total / static_cast<double>(vocab) *
-                         (1.0 - 1e-6));
-  double above = 0.0;
-  mass_histogram(w, vocab, floor, 20, ws.hist_mass);
-  int bucket = crossing_bucket(ws.hist_mass, target, above);
-  if (bucket < 0) return floor;  // rounding: keep everything above the floor
-  float* cand = ws.candidates.data();
-  int64_t n = collect_digit(w, vocab, floor, 20, static_cast<uint32_t>(bucket), cand);
-  // Refine by the next 10 bits, then the last 10: after shift 0 all candidates are equal.
-  for (int shift = 10; shift >= 0 && n > kSortCandidates; shift -= 10) {
-    mass_histogram(cand, n, floor, shift, ws.hist_mass);
-    bucket = crossing_bucket(ws.hist_mass, target, above);
-    if (bucket < 0) return floor;  // rounding: keep everything above the floor
-    n = collect_digit(cand, n, floor, shift, static_cast<uint32_t>(bucket), cand);
-    if (shift == 0) return cand[0];
+// Exact threshold among candidate values (all >= lo), given the exact mass `above` of the values
+// larger than every candidate: mass-weighted radix select by 10-bit digits from `shift` down, then
+// a sort once few candidates remain. `cand` is compacted in place.
+TSDI_ALWAYS_INLINE float select_threshold(float* cand, int64_t n, float lo, int shift,
+                                          double above, double target, Workspace& ws) {
+  for (; shift >= 0 && n > kSortCandidates; shift -= 10) {
+    mass_histogram(cand, n, lo, shift, ws.hist_mass);
+    const int bucket = crossing_bucket(ws.hist_mass, target, above);
+    if (bucket < 0) return lo;  // rounding left the candidates short: keep them all
+    n = collect_digit(cand, n, lo, shift, static_cast<uint32_t>(bucket), cand);
+    if (shift == 0) return cand[0];  // all remaining candidates have identical bits
   }
   sort_descending(cand, n);
   for (int64_t k = 0; k < n; ++k) {
     above += cand[k];
     if (above >= target) return cand[k];
   }
-  return n > 0 ? cand[n - 1] : floor;
+  return n > 0 ? cand[n - 1] : lo;
+}
+
+// Mass of the values >= each of kPivots ascending pivots. Written with GCC/Clang vector types so
+// the kPivots accumulators stay in registers (array accumulators were spilled on every chunk);
+// float lanes are flushed to float64 every kFlushChunks chunks. These masses only bracket the
+// threshold: the exact masses that decide it are recomputed in float64 by collect_bracket.
+typedef float FloatVec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t IntVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+TSDI_ALWAYS_INLINE void pivot_masses(const float* __restrict__ w, int64_t n,
+                                     const float* __restrict__ pivots, double* __restrict__ mass) {
+  constexpr int kFlushChunks = 16;
+  FloatVec acc[kPivots];
+  FloatVec pivot[kPivots];
+  for (int k = 0; k < kPivots; ++k) {
+    mass[k] = 0.0;
+    acc[k] = FloatVec{} ;
+    pivot[k] = FloatVec{} + pivots[k];
+  }
+  auto flush = [&]() {
+    for (int k = 0; k < kPivots; ++k) {
+      float lanes[kLanes];
+      __builtin_memcpy(lanes, &acc[k], sizeof(lanes));
+      double sum = 0.0;
+      for (int j = 0; j < kLanes; ++j) sum += lanes[j];
+      mass[k] += sum;
+      acc[k] = FloatVec{};
+    }
+  };
+  int chunks = 0;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    FloatVec v;
+    __builtin_memcpy(&v, w + i, sizeof(v));
+    const IntVec bits = reinterpret_cast<IntVec&>(v);
+    for (int k = 0; k < kPivots; ++k) {
+      const IntVec keep = v >= pivot[k];  // all-ones lanes where v >= pivot
+      const IntVec kept_bits = bits & keep;
+      acc[k] += reinterpret_cast<const FloatVec&>(kept_bits);
+    }
+    if (++chunks == kFlushChunks) {
+      chunks = 0;
+      flush();
+    }
+  }
+  flush();
+  for (int k = 0; k < kPivots; ++k) {
+    for (int64_t t = i; t < n; ++t) mass[k] += w[t] >= pivots[k] ? w[t] : 0.0f;
+  }
+}
+
+// Copies the values in [lo, hi) to `out` and returns how many; sets `above` to the exact (float64)
+// mass of the values >= hi. Chunks with nothing in the bracket are skipped after a vector test.
+TSDI_ALWAYS_INLINE int64_t collect_bracket(const float* __restrict__ w, int64_t n, float lo, float hi,
+                                           float* __restrict__ out, double& above) {
+  double lane_above[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    float high[kLanes];
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) high[j] = w[i + j] >= hi ? w[i + j] : 0.0f;
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) lane_above[j] += static_cast<double>(high[j]);
+  }
+  above = 0.0;
+  for (int j = 0; j < kLanes; ++j) above += lane_above[j];
+  for (; i < n; ++i) above += w[i] >= hi ? static_cast<double>(w[i]) : 0.0;
+
+  constexpr int64_t kChunk = 64;
+  int64_t count = 0;
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t stop = start + kChunk < n ? start + kChunk : n;
+    int32_t any = 0;
+#pragma omp simd reduction(| : any)
+    for (int64_t t = start; t < stop; ++t) any |= (w[t] >= lo) & (w[t] < hi);
+    if (!any) continue;
+    for (int64_t t = start; t < stop; ++t) {
+      const float v = w[t];
+      out[count] = v;
+      count += (v >= lo) & (v < hi);
+    }
+  }
+  return count;
+}
+
+// Pass 3: the nucleus threshold tau; the nucleus is {i : w_i >= tau} (see the header comment).
+//  1. A floor: the tokens below floor = (1 - top_p) * S / V hold at most (1 - top_p) * S of mass,
+//     so tau >= floor.
+//  2. Two vectorised passes, each measuring the mass above kPivots pivots spread evenly over the
+//     float bit patterns of the current bracket [lo, hi), narrow the bracket ~(kPivots + 1)^2-fold.
+//  3. One pass collects the values inside the bracket and the exact mass above it; an exact radix
+//     select among those few candidates gives tau. If float rounding in step 2 put tau outside the
+//     bracket (checked exactly in step 3), a radix select over the whole row decides instead.
+TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double total, float top_p,
+                                         Workspace& ws) {
+  if (top_p >= 1.0f) return 0.0f;  // everything (w >= 0)
+  if (top_p <= 0.0f) return 1.0f;  // the maximum (and its ties): w == 1 exactly there
+  const double target = static_cast<double>(top_p) * total;
+  // Shrunk slightly against rounding in S.
+  const float floor =
+      static_cast<float>((1.0 - static_cast<double>(top_p)) * total / static_cast<double>(vocab) *
+                         (1.0 - 1e-6));
+  float* cand = ws.candidates.data();
+
+  uint32_t lo_bits = float_to_bits(floor);
+  uint32_t hi_bits = float_to_bits(1.0f) + 1u;  // every w <= 1
+  for (int pass = 0; pass < kPivotPasses && hi_bits - lo_bits > static_cast<uint32_t>(kPivots + 1); ++pass) {
+    uint32_t pivot_bits[kPivots];
+    float pivots[kPivots];
+    double mass[kPivots];
+    const uint64_t span = hi_bits - lo_bits;
+    for (int k = 0; k < kPivots; ++k) {
+      pivot_bits[k] = lo_bits + static_cast<uint32_t>(span * (k + 1) / (kPivots + 1));
+      pivots[k] = bits_to_float(pivot_bits[k]);
+    }
+    pivot_masses(w, vocab, pivots, mass);
+    // mass[] decreases with k: tau lies above the last pivot whose mass still reaches the target.
+    int k = -1;
+    while (k + 1 < kPivots && mass[k + 1] >= target) ++k;
+    if (k >= 0) lo_bits = pivot_bits[k];
+    if (k + 1 < kPivots) hi_bits = pivot_bits[k + 1];
+  }
+  const float lo = bits_to_float(lo_bits), hi = bits_to_float(hi_bits);
+  double above = 0.0;
+  int64_t n = collect_bracket(w, vocab, lo, hi, cand, above);
+  double bracket_mass = 0.0;
+  for (int64_t k = 0; k < n; ++k) bracket_mass += cand[k];
+  if (above < target && above + bracket_mass >= target) {
+    return select_threshold(cand, n, lo, 20, above, target, ws);
+  }
+
+  // Fallback over the whole row (rare).
+  above = 0.0;
+  mass_histogram(w, vocab, floor, 20, ws.hist_mass);
+  const int bucket = crossing_bucket(ws.hist_mass, target, above);
+  if (bucket < 0) return floor;  // rounding: keep everything above the floor
+  n = collect_digit(w, vocab, floor, 20, static_cast<uint32_t>(bucket), cand);
+  return select_threshold(cand, n, floor, 10, above, target, ws);
 }
 
 // Pass 4a: kept mass per block; returns the total kept mass (summed in vocabulary order).
