@@ -19,6 +19,14 @@
 
 #include "../common.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(TSDI_NO_TARGET_CLONES)
+#define TSDI_AVX512_COLLECT 1
+#include <immintrin.h>
+
+#include <cstdlib>
+#endif
+
 namespace tsdi {
 namespace cpu {
 
@@ -32,7 +40,8 @@ enum class LogitsDType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 // warmed up (vectors only grow).
 struct Workspace {
   std::vector<float> values;      // [V] debiased logits, then exp weights (sampling without probs)
-  std::vector<float> candidates;  // [<= V] values of the bucket that holds the threshold
+  std::vector<float> candidates;  // [V] values inside the bracket that holds the threshold
+  std::vector<float> candidates_next;  // [V] the next, narrower bracket (ping-pong)
   std::vector<double> block_mass; // [ceil(V / kBlock)] kept mass per block
   double hist_mass[1024];
 };
@@ -54,7 +63,8 @@ constexpr float kInf = __builtin_inff();
 constexpr int64_t kSortCandidates = 64;  // below this many candidates, sort instead of refining
 constexpr int kHistBuckets = 1024;      // 10-bit digits
 constexpr int kPivots = 8;              // pivots per bracketing pass
-constexpr int kPivotPasses = 1;         // passes over the row (more passes cost more than they save)
+constexpr int kMaxRounds = 6;           // bracketing rounds (each narrows the bit range ~9-fold)
+constexpr int64_t kSelectCandidates = 2048;  // stop bracketing below this many candidates
 
 TSDI_ALWAYS_INLINE float bits_to_float(uint32_t u) {
   float f;
@@ -133,12 +143,16 @@ TSDI_ALWAYS_INLINE int32_t load_debiased(const In* __restrict__ logits,
 // a float32 normaliser (relative error ~1e-7) would move the boundary on flat distributions. 1/T is clamped to [FLT_MIN, FLT_MAX] so that no select
 // is needed in the loop: `d == max` still maps to exactly 1 and `d == -inf` to exactly 0 when T is
 // infinite (1/T = 0 would give -inf * 0 = NaN) or subnormal (1/T = inf would give 0 * inf = NaN).
+TSDI_ALWAYS_INLINE float clamp_inverse_temperature(float inv_temperature) {
+  constexpr float kFloatMin = 1.17549435e-38f, kFloatMax = 3.40282347e+38f;
+  return inv_temperature < kFloatMin ? kFloatMin
+         : inv_temperature > kFloatMax ? kFloatMax
+                                       : inv_temperature;
+}
+
 TSDI_ALWAYS_INLINE double exp_in_place(float* __restrict__ w, int64_t vocab, float row_max,
                                        float inv_temperature) {
-  constexpr float kFloatMin = 1.17549435e-38f, kFloatMax = 3.40282347e+38f;
-  const float scale = inv_temperature < kFloatMin   ? kFloatMin
-                      : inv_temperature > kFloatMax ? kFloatMax
-                                                    : inv_temperature;
+  const float scale = clamp_inverse_temperature(inv_temperature);
   // kLanes float64 accumulators, one per vector lane: the float -> double widening and the adds
   // vectorise, a scalar double reduction would not.
   double lane_total[kLanes] = {};
@@ -265,8 +279,9 @@ TSDI_ALWAYS_INLINE float select_threshold(float* cand, int64_t n, float lo, int 
 typedef float FloatVec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t IntVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
-TSDI_ALWAYS_INLINE void pivot_masses(const float* __restrict__ w, int64_t n,
-                                     const float* __restrict__ pivots, double* __restrict__ mass) {
+TSDI_ALWAYS_INLINE void pivot_masses_portable(const float* __restrict__ w, int64_t n,
+                                              const float* __restrict__ pivots,
+                                              double* __restrict__ mass) {
   constexpr int kFlushChunks = 16;
   FloatVec acc[kPivots];
   FloatVec pivot[kPivots];
@@ -307,10 +322,12 @@ TSDI_ALWAYS_INLINE void pivot_masses(const float* __restrict__ w, int64_t n,
   }
 }
 
-// Copies the values in [lo, hi) to `out` and returns how many; sets `above` to the exact (float64)
-// mass of the values >= hi. Chunks with nothing in the bracket are skipped after a vector test.
-TSDI_ALWAYS_INLINE int64_t collect_bracket(const float* __restrict__ w, int64_t n, float lo, float hi,
-                                           float* __restrict__ out, double& above) {
+// Copies the values in [lo, hi) to `out` (which must not alias `w`) and returns how many; sets
+// `above` to the exact (float64) mass of the values >= hi. Portable version: chunks with nothing in
+// the bracket are skipped after a vector test, the others compacted without branches.
+TSDI_ALWAYS_INLINE int64_t collect_bracket_portable(const float* __restrict__ w, int64_t n,
+                                                    float lo, float hi, float* __restrict__ out,
+                                                    double& above) {
   double lane_above[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -324,7 +341,7 @@ TSDI_ALWAYS_INLINE int64_t collect_bracket(const float* __restrict__ w, int64_t 
   for (int j = 0; j < kLanes; ++j) above += lane_above[j];
   for (; i < n; ++i) above += w[i] >= hi ? static_cast<double>(w[i]) : 0.0;
 
-  constexpr int64_t kChunk = 64;
+  constexpr int64_t kChunk = 16;
   int64_t count = 0;
   for (int64_t start = 0; start < n; start += kChunk) {
     const int64_t stop = start + kChunk < n ? start + kChunk : n;
@@ -341,14 +358,188 @@ TSDI_ALWAYS_INLINE int64_t collect_bracket(const float* __restrict__ w, int64_t 
   return count;
 }
 
+#if defined(TSDI_AVX512_COLLECT)
+// AVX-512 version: vcompressps makes the compaction cost independent of how many values are
+// inside the bracket (the portable loop pays per hit). Register-form compress plus a plain store:
+// the memory form of vcompressps is microcoded and slow on AMD Zen 4. `out` may receive up to 15
+// floats past the returned count, all within [0, n).
+__attribute__((target("avx512f,avx512dq"))) inline int64_t collect_bracket_avx512(
+    const float* __restrict__ w, int64_t n, float lo, float hi, float* __restrict__ out,
+    double& above) {
+  const __m512 lo_v = _mm512_set1_ps(lo), hi_v = _mm512_set1_ps(hi);
+  __m512d above_lo = _mm512_setzero_pd(), above_hi = _mm512_setzero_pd();
+  int64_t count = 0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(w + i);
+    const __mmask16 at_least_lo = _mm512_cmp_ps_mask(v, lo_v, _CMP_GE_OQ);
+    const __mmask16 at_least_hi = _mm512_cmp_ps_mask(v, hi_v, _CMP_GE_OQ);
+    const __mmask16 inside = at_least_lo & static_cast<__mmask16>(~at_least_hi);
+    _mm512_storeu_ps(out + count, _mm512_maskz_compress_ps(inside, v));
+    count += __builtin_popcount(static_cast<unsigned>(inside));
+    above_lo = _mm512_mask_add_pd(above_lo, static_cast<__mmask8>(at_least_hi), above_lo,
+                                  _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    above_hi = _mm512_mask_add_pd(above_hi, static_cast<__mmask8>(at_least_hi >> 8), above_hi,
+                                  _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+  }
+  double lanes[16];
+  _mm512_storeu_pd(lanes, above_lo);
+  _mm512_storeu_pd(lanes + 8, above_hi);
+  above = 0.0;
+  for (int j = 0; j < 16; ++j) above += lanes[j];
+  for (; i < n; ++i) {
+    const float v = w[i];
+    if (v >= hi) above += v;
+    if (v >= lo && v < hi) out[count++] = v;
+  }
+  return count;
+}
+
+// AVX-512 pivot masses: compare + masked add is 2 instructions per pivot and vector (the portable
+// version needs a compare, a masked move and an add).
+__attribute__((target("avx512f,avx512dq"))) inline void pivot_masses_avx512(
+    const float* __restrict__ w, int64_t n, const float* __restrict__ pivots,
+    double* __restrict__ mass) {
+  constexpr int kFlushChunks = 16;
+  __m512 acc[kPivots], pivot[kPivots];
+  for (int k = 0; k < kPivots; ++k) {
+    acc[k] = _mm512_setzero_ps();
+    pivot[k] = _mm512_set1_ps(pivots[k]);
+    mass[k] = 0.0;
+  }
+  int chunks = 0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(w + i);
+    for (int k = 0; k < kPivots; ++k) {
+      acc[k] = _mm512_mask_add_ps(acc[k], _mm512_cmp_ps_mask(v, pivot[k], _CMP_GE_OQ), acc[k], v);
+    }
+    if (++chunks == kFlushChunks) {
+      chunks = 0;
+      for (int k = 0; k < kPivots; ++k) {
+        mass[k] += _mm512_reduce_add_ps(acc[k]);
+        acc[k] = _mm512_setzero_ps();
+      }
+    }
+  }
+  for (int k = 0; k < kPivots; ++k) {
+    mass[k] += _mm512_reduce_add_ps(acc[k]);
+    for (int64_t t = i; t < n; ++t) mass[k] += w[t] >= pivots[k] ? w[t] : 0.0f;
+  }
+}
+
+// AVX-512 exp pass: the same reduction and polynomial as exp_nonpositive, with explicit fused
+// multiply-adds (the build disables FP contraction so that the debiasing rounds as specified; the
+// polynomial's last-bit differences do not matter), and float64 lane sums.
+__attribute__((target("avx512f,avx512dq"))) inline double exp_in_place_avx512(
+    float* __restrict__ w, int64_t n, float row_max, float scale) {
+  const __m512 max_v = _mm512_set1_ps(row_max), scale_v = _mm512_set1_ps(scale);
+  const __m512 lowest = _mm512_set1_ps(-86.0f), round_v = _mm512_set1_ps(12582912.0f);
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 c1 = _mm512_set1_ps(-0.693359375f), c2 = _mm512_set1_ps(2.12194440e-4f);
+  const __m512 p0 = _mm512_set1_ps(1.9875691500e-4f), p1 = _mm512_set1_ps(1.3981999507e-3f);
+  const __m512 p2 = _mm512_set1_ps(8.3334519073e-3f), p3 = _mm512_set1_ps(4.1665795894e-2f);
+  const __m512 p4 = _mm512_set1_ps(1.6666665459e-1f), p5 = _mm512_set1_ps(5.0000001201e-1f);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512i round_bits = _mm512_set1_epi32(0x4B400000);  // bits of 12582912.0f
+  __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
+  // The tail goes through the same vector code under a mask: a scalar tail would round differently
+  // (no FMA) and break exact ties between tail and body elements.
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes =
+        n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    const __m512 d = _mm512_maskz_loadu_ps(lanes, w + i);
+    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(d, max_v), scale_v);
+    const __mmask16 underflow = _mm512_cmp_ps_mask(x, lowest, _CMP_LT_OQ);  // also x = -inf
+    const __m512 xc = _mm512_max_ps(x, lowest);
+    __m512 nf = _mm512_fmadd_ps(xc, log2e, round_v);
+    const __m512i n_int = _mm512_sub_epi32(_mm512_castps_si512(nf), round_bits);
+    nf = _mm512_sub_ps(nf, round_v);
+    __m512 r = _mm512_fmadd_ps(nf, c1, xc);
+    r = _mm512_fmadd_ps(nf, c2, r);
+    __m512 y = _mm512_fmadd_ps(p0, r, p1);
+    y = _mm512_fmadd_ps(y, r, p2);
+    y = _mm512_fmadd_ps(y, r, p3);
+    y = _mm512_fmadd_ps(y, r, p4);
+    y = _mm512_fmadd_ps(y, r, p5);
+    y = _mm512_fmadd_ps(_mm512_mul_ps(y, r), r, _mm512_add_ps(r, one));
+    __m512 e = _mm512_castsi512_ps(
+        _mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(n_int, 23)));
+    e = _mm512_maskz_mov_ps(static_cast<__mmask16>(lanes & ~underflow), e);
+    _mm512_mask_storeu_ps(w + i, lanes, e);
+    sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi));
+}
+
+// True when the AVX-512 routines may run. TSDI_EXT_CPU_PORTABLE=1 (read once) forces the portable
+// loops, so that tests cover both on an AVX-512 machine.
+inline bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                          std::getenv("TSDI_EXT_CPU_PORTABLE") == nullptr;
+  return has;
+}
+#endif
+
+TSDI_ALWAYS_INLINE void pivot_masses(const float* __restrict__ w, int64_t n,
+                                     const float* __restrict__ pivots, double* __restrict__ mass) {
+#if defined(TSDI_AVX512_COLLECT)
+  if (cpu_has_avx512()) return pivot_masses_avx512(w, n, pivots, mass);
+#endif
+  pivot_masses_portable(w, n, pivots, mass);
+}
+
+// Pass 2 with the widest implementation the CPU has.
+TSDI_ALWAYS_INLINE double exp_weights(float* __restrict__ w, int64_t vocab, float row_max,
+                                      float inv_temperature) {
+#if defined(TSDI_AVX512_COLLECT)
+  if (cpu_has_avx512()) {
+    return exp_in_place_avx512(w, vocab, row_max, clamp_inverse_temperature(inv_temperature));
+  }
+#endif
+  return exp_in_place(w, vocab, row_max, inv_temperature);
+}
+
+TSDI_ALWAYS_INLINE int64_t collect_bracket(const float* __restrict__ w, int64_t n, float lo,
+                                           float hi, float* __restrict__ out, double& above) {
+#if defined(TSDI_AVX512_COLLECT)
+  if (cpu_has_avx512()) return collect_bracket_avx512(w, n, lo, hi, out, above);
+#endif
+  return collect_bracket_portable(w, n, lo, hi, out, above);
+}
+
+// Narrows [lo_bits, hi_bits) to the interval between two adjacent of kPivots pivots spread evenly
+// over the bit patterns, the one where the mass above (plus `above`) crosses `target`.
+TSDI_ALWAYS_INLINE void narrow_bracket(const float* values, int64_t n, double above, double target,
+                                       uint32_t& lo_bits, uint32_t& hi_bits) {
+  uint32_t pivot_bits[kPivots];
+  float pivots[kPivots];
+  double mass[kPivots];
+  const uint64_t span = hi_bits - lo_bits;
+  for (int k = 0; k < kPivots; ++k) {
+    pivot_bits[k] = lo_bits + static_cast<uint32_t>(span * (k + 1) / (kPivots + 1));
+    pivots[k] = bits_to_float(pivot_bits[k]);
+  }
+  pivot_masses(values, n, pivots, mass);
+  // The mass decreases with k: tau lies above the last pivot whose mass still reaches the target.
+  int k = -1;
+  while (k + 1 < kPivots && above + mass[k + 1] >= target) ++k;
+  if (k >= 0) lo_bits = pivot_bits[k];
+  if (k + 1 < kPivots) hi_bits = pivot_bits[k + 1];
+}
+
 // Pass 3: the nucleus threshold tau; the nucleus is {i : w_i >= tau} (see the header comment).
 //  1. A floor: the tokens below floor = (1 - top_p) * S / V hold at most (1 - top_p) * S of mass,
-//     so tau >= floor.
-//  2. Two vectorised passes, each measuring the mass above kPivots pivots spread evenly over the
-//     float bit patterns of the current bracket [lo, hi), narrow the bracket ~(kPivots + 1)^2-fold.
-//  3. One pass collects the values inside the bracket and the exact mass above it; an exact radix
-//     select among those few candidates gives tau. If float rounding in step 2 put tau outside the
-//     bracket (checked exactly in step 3), a radix select over the whole row decides instead.
+//     so tau >= floor, and the bracket [floor, 1] holds tau.
+//  2. Rounds of: one vectorised pass measures the mass above kPivots pivots spread evenly over the
+//     float bit patterns of the bracket, keeping the sub-interval where the mass crosses top_p * S;
+//     one pass collects the values inside it (and the exact float64 mass above it). The first round
+//     reads the row, later ones only the shrinking candidate list.
+//  3. An exact mass-weighted radix select among the few remaining candidates gives tau.
+// The pivot masses are float32 sums, so a round checks its bracket exactly before trusting it; if
+// rounding misplaced it, the previous candidates (or, in the first round, the whole row) are
+// selected from instead.
 TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double total, float top_p,
                                          Workspace& ws) {
   if (top_p >= 1.0f) return 0.0f;  // everything (w >= 0)
@@ -358,42 +549,44 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   const float floor =
       static_cast<float>((1.0 - static_cast<double>(top_p)) * total / static_cast<double>(vocab) *
                          (1.0 - 1e-6));
-  float* cand = ws.candidates.data();
 
   uint32_t lo_bits = float_to_bits(floor);
   uint32_t hi_bits = float_to_bits(1.0f) + 1u;  // every w <= 1
-  for (int pass = 0; pass < kPivotPasses && hi_bits - lo_bits > static_cast<uint32_t>(kPivots + 1); ++pass) {
-    uint32_t pivot_bits[kPivots];
-    float pivots[kPivots];
-    double mass[kPivots];
-    const uint64_t span = hi_bits - lo_bits;
-    for (int k = 0; k < kPivots; ++k) {
-      pivot_bits[k] = lo_bits + static_cast<uint32_t>(span * (k + 1) / (kPivots + 1));
-      pivots[k] = bits_to_float(pivot_bits[k]);
+  double above = 0.0;                           // exact mass of the values >= hi
+  const float* source = w;
+  int64_t n = vocab;
+  float* buffers[2] = {ws.candidates.data(), ws.candidates_next.data()};
+  for (int round = 0; round < kMaxRounds; ++round) {
+    if (round > 0 && (n <= kSelectCandidates || hi_bits - lo_bits <= kPivots + 1u)) break;
+    uint32_t new_lo = lo_bits, new_hi = hi_bits;
+    narrow_bracket(source, n, above, target, new_lo, new_hi);
+    float* dest = buffers[round & 1];
+    double above_new = 0.0;
+    const int64_t m = collect_bracket(source, n, bits_to_float(new_lo), bits_to_float(new_hi),
+                                      dest, above_new);
+    double inside = 0.0;
+    for (int64_t k = 0; k < m; ++k) inside += dest[k];
+    above_new += above;
+    if (!(above_new < target && above_new + inside >= target)) {
+      if (round > 0) break;  // select among the previous round's candidates
+      // First round misplaced by rounding (rare): radix select over the whole row.
+      double row_above = 0.0;
+      mass_histogram(w, vocab, floor, 20, ws.hist_mass);
+      const int bucket = crossing_bucket(ws.hist_mass, target, row_above);
+      if (bucket < 0) return floor;  // rounding: keep everything above the floor
+      float* cand = buffers[0];
+      const int64_t count = collect_digit(w, vocab, floor, 20, static_cast<uint32_t>(bucket), cand);
+      return select_threshold(cand, count, floor, 10, row_above, target, ws);
     }
-    pivot_masses(w, vocab, pivots, mass);
-    // mass[] decreases with k: tau lies above the last pivot whose mass still reaches the target.
-    int k = -1;
-    while (k + 1 < kPivots && mass[k + 1] >= target) ++k;
-    if (k >= 0) lo_bits = pivot_bits[k];
-    if (k + 1 < kPivots) hi_bits = pivot_bits[k + 1];
+    lo_bits = new_lo;
+    hi_bits = new_hi;
+    above = above_new;
+    source = dest;
+    n = m;
   }
-  const float lo = bits_to_float(lo_bits), hi = bits_to_float(hi_bits);
-  double above = 0.0;
-  int64_t n = collect_bracket(w, vocab, lo, hi, cand, above);
-  double bracket_mass = 0.0;
-  for (int64_t k = 0; k < n; ++k) bracket_mass += cand[k];
-  if (above < target && above + bracket_mass >= target) {
-    return select_threshold(cand, n, lo, 20, above, target, ws);
-  }
-
-  // Fallback over the whole row (rare).
-  above = 0.0;
-  mass_histogram(w, vocab, floor, 20, ws.hist_mass);
-  const int bucket = crossing_bucket(ws.hist_mass, target, above);
-  if (bucket < 0) return floor;  // rounding: keep everything above the floor
-  n = collect_digit(w, vocab, floor, 20, static_cast<uint32_t>(bucket), cand);
-  return select_threshold(cand, n, floor, 10, above, target, ws);
+  // `source` is one of the candidate buffers here (round 0 always runs and succeeds or returns).
+  return select_threshold(const_cast<float*>(source), n, bits_to_float(lo_bits), 20, above, target,
+                          ws);
 }
 
 // Pass 4a: kept mass per block; returns the total kept mass (summed in vocabulary order).
@@ -480,7 +673,7 @@ TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace
     p.tokens[b] = first_index_of(work, p.vocab, row_max);
     return;
   }
-  const double total = exp_in_place(work, p.vocab, row_max, 1.0f / rp.temperature);
+  const double total = exp_weights(work, p.vocab, row_max, 1.0f / rp.temperature);
   const float tau = top_p_threshold(work, p.vocab, total, rp.top_p, ws);
   const double kept = kept_block_mass(work, p.vocab, tau, ws.block_mass.data());
   const double u = uniform_from_seed_offset(rp.seed, rp.offset);
@@ -504,7 +697,7 @@ TSDI_ALWAYS_INLINE void probs_row(const SamplingParams& p, int64_t b, Workspace&
     out[argmax] = 1.0f;
     return;
   }
-  const double total = exp_in_place(out, p.vocab, row_max, 1.0f / rp.temperature);
+  const double total = exp_weights(out, p.vocab, row_max, 1.0f / rp.temperature);
   const float tau = top_p_threshold(out, p.vocab, total, rp.top_p, ws);
   const double kept = kept_block_mass(out, p.vocab, tau, ws.block_mass.data());
   const float scale = static_cast<float>(1.0 / kept);
