@@ -1,0 +1,88 @@
+// CUDA implementation of tsdi_ext::sample and tsdi_ext::sampling_probs: tensor checks, then the
+// fused kernel of tsdi/cuda/sampling_kernel.cuh on the current stream. No host synchronisation and
+// no allocation besides the outputs, so the op can be captured in a CUDA graph.
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "sampling_args.h"
+#include "tsdi/cuda/sampling_kernel.cuh"
+
+namespace tsdi_ext {
+namespace {
+
+void check_device_and_shape(const at::Tensor& logits) {
+  const cudaDeviceProp* props = at::cuda::getDeviceProperties(logits.device().index());
+  TORCH_CHECK(props->major >= 9, "tsdi_ext: the CUDA sampling kernel needs a Hopper GPU (sm_90) or "
+              "newer (it uses thread-block clusters); this is ", props->name, " (sm_", props->major,
+              props->minor, "). Use backend='torch' on this device.");
+  TORCH_CHECK_VALUE(logits.size(1) <= tsdi::cuda::kMaxVocab, "tsdi_ext: the CUDA kernel handles V <= ",
+                    tsdi::cuda::kMaxVocab, ", got ", logits.size(1));
+  TORCH_CHECK_VALUE(logits.size(0) <= 65535, "tsdi_ext: the CUDA kernel handles B <= 65535 rows per call");
+}
+
+template <bool kProbs>
+void launch(const at::Tensor& logits, const tsdi::SamplingParams& p) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(logits.device().index());
+  cudaError_t err = cudaSuccess;
+  switch (logits.scalar_type()) {
+    case at::kFloat: err = tsdi::cuda::launch_sampling<float, kProbs>(p, stream); break;
+    case at::kHalf: err = tsdi::cuda::launch_sampling<__half, kProbs>(p, stream); break;
+    case at::kBFloat16: err = tsdi::cuda::launch_sampling<__nv_bfloat16, kProbs>(p, stream); break;
+    default: TORCH_CHECK(false, "tsdi_ext: unsupported logits dtype ", logits.scalar_type());
+  }
+  TORCH_CHECK(err == cudaSuccess, "tsdi_ext: CUDA sampling kernel launch failed: ",
+              cudaGetErrorString(err), " (B=", p.batch, ", V=", p.vocab, ")");
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_cuda(
+    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
+    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
+    const std::optional<at::Tensor>& top_p, double top_p_value,
+    const std::optional<at::Tensor>& seed, int64_t seed_value,
+    const std::optional<at::Tensor>& offset, int64_t offset_value) {
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const at::Tensor logits = vocab_contiguous(logits_in);
+  tsdi::SamplingParams p =
+      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
+                  top_p, top_p_value, seed, seed_value, offset, offset_value);
+  at::Tensor tokens = at::empty({p.batch}, logits.options().dtype(at::kLong));
+  at::Tensor valid = at::empty({p.batch}, logits.options().dtype(at::kBool));
+  if (p.batch == 0) return {tokens, valid};
+  check_device_and_shape(logits);
+  p.tokens = tokens.mutable_data_ptr<int64_t>();
+  p.valid = valid.mutable_data_ptr<bool>();
+  launch<false>(logits, p);
+  return {tokens, valid};
+}
+
+at::Tensor sampling_probs_cuda(
+    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
+    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
+    const std::optional<at::Tensor>& top_p, double top_p_value) {
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const at::Tensor logits = vocab_contiguous(logits_in);
+  tsdi::SamplingParams p =
+      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
+                  top_p, top_p_value, std::nullopt, 0, std::nullopt, 0);
+  at::Tensor probs = at::empty({p.batch, p.vocab}, logits.options().dtype(at::kFloat));
+  if (p.batch == 0) return probs;
+  check_device_and_shape(logits);
+  p.probs = probs.mutable_data_ptr<float>();
+  launch<true>(logits, p);
+  return probs;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tsdi_ext, CUDA, m) {
+  m.impl("sample", &sample_cuda);
+  m.impl("sampling_probs", &sampling_probs_cuda);
+}
+
+}  // namespace tsdi_ext

@@ -1,0 +1,448 @@
+// Fused CUDA kernel for debiased top-p sampling: torch-free (raw pointers, a stream, cudaError_t).
+//
+// One thread-block cluster per row (Hopper, sm_90): the row is split into `cluster` slices, each
+// CTA loads its slice ONCE from global memory into shared memory (as float32) and every later
+// pass runs on shared memory; cluster-wide reductions go through distributed shared memory. So a
+// row costs one read of its logits (and of its bias row), whatever the number of passes, and a
+// small batch still spreads over up to 16 SMs per row.
+//
+// Per row, exactly the contract of tsdi_ext.sample (see tsdi_ext/reference.py):
+//   1. d = x - alpha * bias (rounded product, no FMA), max d, NaN/+inf/all -inf detection.
+//   2. T == 0: greedy (first index of max d).
+//   3. w = exp((d - max) * (1/T)) with the CPU kernel's polynomial and FMA order (bit-identical to
+//      its AVX-512 path), S = sum w in float64.
+//   4. tau: bisection over float bit patterns with 32 buckets per round (<= 7 rounds): the mass of
+//      each bucket (float64) is reduced across the cluster and the bucket where the mass from the
+//      top crosses top_p * S becomes the next bracket; ends at a single bit pattern = tau.
+//   5. Draw: kept mass per CTA, prefix over the cluster, then a block scan of per-thread chunks in
+//      vocabulary order: the first kept index whose running float64 mass exceeds u * S_kept,
+//      u = Philox4x32-10(seed, offset) / 2^32 (identical to the CPU's).
+// Float64 sums use shared-memory atomics inside a CTA, so their last bits may vary run to run; the
+// kept set and token can differ from the CPU only when u or top_p falls within ~1e-15 of a
+// boundary.
+#pragma once
+
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../common.h"
+
+namespace tsdi {
+namespace cuda {
+
+namespace cg = cooperative_groups;
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kBuckets = 32;
+constexpr int kMaxClusterPortable = 8;
+constexpr int kMaxCluster = 16;  // non-portable cluster size, allowed on H100/H200
+constexpr int kSmemBudgetBytes = 200 * 1024;  // dynamic shared memory for the slice, per CTA
+
+// Shared-memory scratch besides the slice. Every field that other CTAs read is written before a
+// cluster.sync() and not rewritten before the next one.
+struct alignas(16) Scratch {
+  float warp_float[kWarps];
+  int32_t warp_int[kWarps];
+  int64_t warp_index[kWarps];
+  double warp_double[kWarps];
+  double bucket_mass[kBuckets];    // this CTA's bucket masses (atomics)
+  float part_max;                  // this CTA's partial results, read by the cluster
+  int32_t part_bad;
+  int64_t part_index;
+  int64_t part_last_kept;
+  double part_sum;
+  double part_kept;
+  double part_buckets[kBuckets];
+  int64_t part_token;
+};
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// exp(x) for x <= 0 (x = -inf allowed): the CPU kernel's Cephes reduction and polynomial with the
+// fused multiply-adds of its AVX-512 path, so the two produce identical weights.
+__device__ __forceinline__ float exp_nonpositive(float x) {
+  const bool underflow = !(x >= -86.0f);
+  const float xc = fmaxf(x, -86.0f);
+  float nf = __fmaf_rn(xc, 1.44269504088896341f, 12582912.0f);
+  const int32_t n_int = __float_as_int(nf) - 0x4B400000;
+  nf = __fsub_rn(nf, 12582912.0f);
+  float r = __fmaf_rn(nf, -0.693359375f, xc);
+  r = __fmaf_rn(nf, 2.12194440e-4f, r);
+  float y = __fmaf_rn(1.9875691500e-4f, r, 1.3981999507e-3f);
+  y = __fmaf_rn(y, r, 8.3334519073e-3f);
+  y = __fmaf_rn(y, r, 4.1665795894e-2f);
+  y = __fmaf_rn(y, r, 1.6666665459e-1f);
+  y = __fmaf_rn(y, r, 5.0000001201e-1f);
+  y = __fmaf_rn(__fmul_rn(y, r), r, __fadd_rn(r, 1.0f));
+  const float e = __int_as_float(__float_as_int(y) + (n_int << 23));
+  return underflow ? 0.0f : e;
+}
+
+__device__ __forceinline__ float clamp_inverse_temperature(float inv) {
+  return fminf(fmaxf(inv, 1.17549435e-38f), 3.40282347e+38f);
+}
+
+// ---- block reductions (all threads get the result) ----
+__device__ __forceinline__ float block_max(float v, Scratch& s) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s.warp_float[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float r = s.warp_float[0];
+  for (int w = 1; w < kWarps; ++w) r = fmaxf(r, s.warp_float[w]);
+  return r;
+}
+__device__ __forceinline__ int32_t block_or(int32_t v, Scratch& s) {
+  v = __any_sync(0xffffffffu, v != 0) ? 1 : 0;
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s.warp_int[threadIdx.x >> 5] = v;
+  __syncthreads();
+  int32_t r = 0;
+  for (int w = 0; w < kWarps; ++w) r |= s.warp_int[w];
+  return r;
+}
+__device__ __forceinline__ int64_t block_min_index(int64_t v, Scratch& s) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const int64_t other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = other < v ? other : v;
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s.warp_index[threadIdx.x >> 5] = v;
+  __syncthreads();
+  int64_t r = s.warp_index[0];
+  for (int w = 1; w < kWarps; ++w) r = s.warp_index[w] < r ? s.warp_index[w] : r;
+  return r;
+}
+__device__ __forceinline__ int64_t block_max_index(int64_t v, Scratch& s) {
+  return -block_min_index(-v, s);
+}
+// Sum in a fixed order (warp tree, then warps 0..kWarps-1): deterministic for given inputs.
+__device__ __forceinline__ double block_sum(double v, Scratch& s) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s.warp_double[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double r = 0.0;
+  for (int w = 0; w < kWarps; ++w) r += s.warp_double[w];
+  return r;
+}
+// Exclusive prefix of per-thread values (thread order), and the block total.
+__device__ __forceinline__ double block_exclusive_scan(double v, double& total, Scratch& s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  double inclusive = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    const double up = __shfl_up_sync(0xffffffffu, inclusive, o);
+    if (lane >= o) inclusive += up;
+  }
+  __syncthreads();
+  if (lane == 31) s.warp_double[warp] = inclusive;
+  __syncthreads();
+  double before = 0.0;
+  total = 0.0;
+  for (int w = 0; w < kWarps; ++w) {
+    if (w < warp) before += s.warp_double[w];
+    total += s.warp_double[w];
+  }
+  return before + inclusive - v;
+}
+
+// One row per cluster; `blockIdx.y` is the row, the cluster spans blockIdx.x.
+// kProbs: write sampling_probs instead of (tokens, valid).
+template <typename T, bool kProbs>
+__global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, int64_t slice) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  // Thread-block clusters need sm_90; builds for older architectures keep a stub so that a
+  // multi-architecture wheel compiles. The host glue refuses such devices with a clear error.
+  __trap();
+#else
+  extern __shared__ __align__(16) float w[];
+  __shared__ Scratch s;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int ranks = static_cast<int>(cluster.num_blocks());
+  const int64_t row = blockIdx.y;
+  const int64_t begin = static_cast<int64_t>(rank) * slice;
+  const int64_t end = begin + slice < p.vocab ? begin + slice : p.vocab;
+  const int64_t n = end > begin ? end - begin : 0;
+  const RowParams rp = resolve_row(p, row);
+
+  // 1. Debiased logits into shared memory; max and bad flags.
+  const T* x = static_cast<const T*>(p.logits) + row * p.logits_row_stride + begin;
+  const float* b = rp.bias != nullptr ? rp.bias + begin : nullptr;
+  float local_max = -INFINITY;
+  int32_t bad = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    float d = to_float(x[i]);
+    if (b != nullptr) d = __fsub_rn(d, __fmul_rn(rp.alpha, b[i]));
+    w[i] = d;
+    local_max = fmaxf(local_max, d);
+    bad |= !(d < INFINITY);
+  }
+  local_max = block_max(local_max, s);
+  bad = block_or(bad, s);
+  if (threadIdx.x == 0) {
+    s.part_max = local_max;
+    s.part_bad = bad;
+  }
+  cluster.sync();
+  float row_max = -INFINITY;
+  int32_t row_bad = 0;
+  for (int r = 0; r < ranks; ++r) {
+    const Scratch* other = cluster.map_shared_rank(&s, r);
+    row_max = fmaxf(row_max, other->part_max);
+    row_bad |= other->part_bad;
+  }
+  int32_t status = rp.status;
+  if (status == kRowOk && row_bad) status = kRowNonFinite;
+  if (status == kRowOk && row_max == -INFINITY) status = kRowAllMasked;
+
+  if (status != kRowOk) {
+    if (kProbs) {
+      for (int64_t i = threadIdx.x; i < n; i += kThreads) p.probs[row * p.vocab + begin + i] = 0.0f;
+    } else if (rank == 0 && threadIdx.x == 0) {
+      p.tokens[row] = 0;
+      p.valid[row] = false;
+    }
+    cluster.sync();  // keep this CTA's shared memory alive while others may still read it
+    return;
+  }
+
+  // 2. Greedy.
+  if (rp.temperature == 0.0f) {
+    int64_t first = INT64_MAX;
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      if (w[i] == row_max && begin + i < first) first = begin + i;
+    }
+    first = block_min_index(first, s);
+    if (threadIdx.x == 0) s.part_index = first;
+    cluster.sync();
+    int64_t argmax = INT64_MAX;
+    for (int r = 0; r < ranks; ++r) {
+      const int64_t c = cluster.map_shared_rank(&s, r)->part_index;
+      argmax = c < argmax ? c : argmax;
+    }
+    if (kProbs) {
+      for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+        p.probs[row * p.vocab + begin + i] = (begin + i == argmax) ? 1.0f : 0.0f;
+      }
+    } else if (rank == 0 && threadIdx.x == 0) {
+      p.tokens[row] = argmax;
+      p.valid[row] = true;
+    }
+    cluster.sync();
+    return;
+  }
+
+  // 3. Weights and their sum.
+  const float scale = clamp_inverse_temperature(1.0f / rp.temperature);
+  double local_sum = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    const float e = exp_nonpositive(__fmul_rn(__fsub_rn(w[i], row_max), scale));
+    w[i] = e;
+    local_sum += e;
+  }
+  local_sum = block_sum(local_sum, s);
+  if (threadIdx.x == 0) s.part_sum = local_sum;
+  cluster.sync();
+  double total = 0.0;
+  for (int r = 0; r < ranks; ++r) total += cluster.map_shared_rank(&s, r)->part_sum;
+
+  // 4. The nucleus threshold tau.
+  float tau;
+  if (rp.top_p >= 1.0f) {
+    tau = 0.0f;
+  } else if (rp.top_p <= 0.0f) {
+    tau = 1.0f;
+  } else {
+    const double target = static_cast<double>(rp.top_p) * total;
+    const float floor_value = static_cast<float>(
+        (1.0 - static_cast<double>(rp.top_p)) * total / static_cast<double>(p.vocab) * (1.0 - 1e-6));
+    uint32_t lo = __float_as_uint(floor_value);
+    uint32_t hi = __float_as_uint(1.0f) + 1u;
+    double above = 0.0;
+    bool settled = false;
+    while (!settled && hi - lo > 1u) {
+      const uint64_t span = hi - lo;
+      for (int k = threadIdx.x; k < kBuckets; k += kThreads) s.bucket_mass[k] = 0.0;
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+        const uint32_t bits = __float_as_uint(w[i]);
+        if (bits >= lo && bits < hi) {
+          const int bucket = static_cast<int>((static_cast<uint64_t>(bits - lo) * kBuckets) / span);
+          atomicAdd(&s.bucket_mass[bucket], static_cast<double>(w[i]));
+        }
+      }
+      __syncthreads();
+      for (int k = threadIdx.x; k < kBuckets; k += kThreads) s.part_buckets[k] = s.bucket_mass[k];
+      cluster.sync();
+      double mass[kBuckets];
+      for (int k = 0; k < kBuckets; ++k) mass[k] = 0.0;
+      for (int r = 0; r < ranks; ++r) {
+        const Scratch* other = cluster.map_shared_rank(&s, r);
+        for (int k = 0; k < kBuckets; ++k) mass[k] += other->part_buckets[k];
+      }
+      cluster.sync();  // everyone has read part_buckets before the next round rewrites it
+      int chosen = -1;
+      double running = above;
+      for (int k = kBuckets - 1; k >= 0; --k) {
+        if (running + mass[k] >= target) {
+          chosen = k;
+          break;
+        }
+        running += mass[k];
+      }
+      if (chosen < 0) {  // rounding left the total short: keep everything in the bracket
+        settled = true;
+        break;
+      }
+      // Smallest offset x with (x * kBuckets) / span == k is ceil(k * span / kBuckets).
+      const uint32_t new_lo = lo + static_cast<uint32_t>((chosen * span + kBuckets - 1) / kBuckets);
+      const uint32_t new_hi =
+          chosen + 1 < kBuckets ? lo + static_cast<uint32_t>(((chosen + 1) * span + kBuckets - 1) / kBuckets)
+                                : hi;
+      above = running;
+      lo = new_lo;
+      hi = new_hi;
+    }
+    tau = __uint_as_float(lo);
+  }
+
+  // 5. Kept mass per CTA, then the draw (or the probabilities).
+  double kept = 0.0;
+  int64_t last_kept = -1;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    if (w[i] >= tau) {
+      kept += w[i];
+      if (w[i] > 0.0f && begin + i > last_kept) last_kept = begin + i;
+    }
+  }
+  kept = block_sum(kept, s);
+  last_kept = block_max_index(last_kept, s);
+  if (threadIdx.x == 0) {
+    s.part_kept = kept;
+    s.part_last_kept = last_kept;
+  }
+  cluster.sync();
+  double kept_before = 0.0, kept_total = 0.0;
+  int64_t row_last_kept = 0;
+  for (int r = 0; r < ranks; ++r) {
+    const Scratch* other = cluster.map_shared_rank(&s, r);
+    if (r < rank) kept_before += other->part_kept;
+    kept_total += other->part_kept;
+    row_last_kept = other->part_last_kept > row_last_kept ? other->part_last_kept : row_last_kept;
+  }
+
+  if (kProbs) {
+    const float inv = static_cast<float>(1.0 / kept_total);
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      p.probs[row * p.vocab + begin + i] = w[i] >= tau ? __fmul_rn(w[i], inv) : 0.0f;
+    }
+    cluster.sync();
+    return;
+  }
+
+  const double u = uniform_from_seed_offset(rp.seed, rp.offset);
+  const double target = u * kept_total;
+  int64_t found = INT64_MAX;
+  if (kept_before <= target && target < kept_before + s.part_kept) {
+    // Each thread owns a contiguous chunk, so thread order is vocabulary order.
+    const int64_t chunk = (n + kThreads - 1) / kThreads;
+    const int64_t c0 = threadIdx.x * chunk;
+    const int64_t c1 = c0 + chunk < n ? c0 + chunk : n;
+    double mine = 0.0;
+    for (int64_t i = c0; i < c1; ++i) mine += w[i] >= tau ? static_cast<double>(w[i]) : 0.0;
+    double block_total;
+    double running = kept_before + block_exclusive_scan(mine, block_total, s);
+    if (running <= target && target < running + mine) {
+      for (int64_t i = c0; i < c1; ++i) {
+        if (w[i] >= tau) {
+          running += w[i];
+          if (running > target) {
+            found = begin + i;
+            break;
+          }
+        }
+      }
+    }
+  }  // (the branch is uniform across the CTA, so the scan's barriers are too)
+  found = block_min_index(found, s);
+  if (threadIdx.x == 0) s.part_token = found;
+  cluster.sync();
+  if (rank == 0 && threadIdx.x == 0) {
+    int64_t token = INT64_MAX;
+    for (int r = 0; r < ranks; ++r) {
+      const int64_t c = cluster.map_shared_rank(&s, r)->part_token;
+      token = c < token ? c : token;
+    }
+    p.tokens[row] = token == INT64_MAX ? row_last_kept : token;  // rounding: the last kept token
+    p.valid[row] = true;
+  }
+  cluster.sync();
+#endif
+}
+
+// Largest vocabulary one cluster can hold in shared memory.
+constexpr int64_t kMaxVocab = static_cast<int64_t>(kMaxCluster) * (kSmemBudgetBytes / sizeof(float));
+
+// Launch geometry of one call.
+struct LaunchPlan {
+  int cluster = 1;
+  int64_t slice = 0;
+  size_t smem_bytes = 0;
+};
+
+// Cluster size: enough CTAs for the row to fit in shared memory, and more (up to 8) when the batch
+// is small so that the GPU's SMs are not left idle; each CTA keeps at least 2048 elements.
+inline cudaError_t plan_launch(int64_t batch, int64_t vocab, LaunchPlan& plan) {
+  const int64_t fit = kSmemBudgetBytes / static_cast<int64_t>(sizeof(float));
+  int cluster = 1;
+  while (static_cast<int64_t>(cluster) * fit < vocab && cluster < kMaxCluster) cluster *= 2;
+  if (static_cast<int64_t>(cluster) * fit < vocab) return cudaErrorInvalidValue;  // V too large
+  const int wanted = batch <= 16 ? 8 : batch <= 64 ? 4 : batch <= 128 ? 2 : 1;
+  while (cluster < wanted && cluster < kMaxClusterPortable && vocab / (cluster * 2) >= 2048) cluster *= 2;
+  plan.cluster = cluster;
+  plan.slice = (vocab + cluster - 1) / cluster;
+  plan.smem_bytes = static_cast<size_t>(plan.slice) * sizeof(float);
+  return cudaSuccess;
+}
+
+// Launches the kernel for every row of `params` on `stream`. T: float, __half or __nv_bfloat16.
+template <typename T, bool kProbs>
+cudaError_t launch_sampling(const SamplingParams& params, cudaStream_t stream) {
+  if (params.batch == 0) return cudaSuccess;
+  if (params.batch > 65535) return cudaErrorInvalidValue;
+  LaunchPlan plan;
+  cudaError_t err = plan_launch(params.batch, params.vocab, plan);
+  if (err != cudaSuccess) return err;
+  auto kernel = sampling_kernel<T, kProbs>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(plan.smem_bytes));
+  if (err != cudaSuccess) return err;
+  if (plan.cluster > kMaxClusterPortable) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (err != cudaSuccess) return err;
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(plan.cluster, static_cast<unsigned>(params.batch), 1);
+  config.blockDim = dim3(kThreads, 1, 1);
+  config.dynamicSmemBytes = plan.smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = plan.cluster;
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, params, plan.slice);
+}
+
+}  // namespace cuda
+}  // namespace tsdi

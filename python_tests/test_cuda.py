@@ -1,0 +1,114 @@
+"""CUDA-only properties of the fused kernel: agreement with the fused CPU kernel token for token,
+capture in a CUDA graph, torch.compile(mode="reduce-overhead", fullgraph=True), no host sync,
+and the statistical test on millions of draws. Skipped (with the reason) without a CUDA device
+and a CUDA build; the device-parametrised tests elsewhere also run on CUDA when present."""
+
+import pytest
+import torch
+
+import tsdi_ext
+from tsdi_ext import _ops, reference
+
+from helpers import make_logits
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not (torch.cuda.is_available() and _ops.cuda_available()),
+        reason="no CUDA device or tsdi_ext built without CUDA",
+    ),
+]
+
+SHAPES = [(1, 128256), (8, 32000), (33, 151936), (256, 128256), (3, 262144), (1024, 1019), (5, 1)]
+
+
+def _inputs(batch, vocab, dtype=torch.float32, seed=0):
+    logits = make_logits(batch, vocab, kind="peaked", dtype=dtype, seed=seed)
+    bias = torch.randn(4, vocab, generator=torch.Generator().manual_seed(seed + 1))
+    positions = torch.arange(batch) % 6
+    seeds = torch.arange(batch) + 11
+    offsets = torch.arange(batch) * 3
+    return logits, bias, positions, seeds, offsets
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("batch,vocab", SHAPES)
+def test_cuda_matches_cpu_token_for_token(batch, vocab, dtype):
+    logits, bias, positions, seeds, offsets = _inputs(batch, vocab, dtype)
+    kwargs = dict(bias=bias, positions=positions, alpha=0.5, temperature=0.9, top_p=0.9, seed=seeds, offset=offsets)
+    cpu_tokens, cpu_valid = tsdi_ext.sample(logits, backend="cpu", **kwargs)
+    cuda_kwargs = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    cuda_tokens, cuda_valid = tsdi_ext.sample(logits.cuda(), backend="cuda", **cuda_kwargs)
+    assert torch.equal(cuda_valid.cpu(), cpu_valid)
+    mismatches = int((cuda_tokens.cpu() != cpu_tokens).sum())
+    assert mismatches <= max(1, batch // 500), f"{mismatches} of {batch} tokens differ"
+    probs_kwargs = {k: v for k, v in cuda_kwargs.items() if k not in ("seed", "offset")}
+    got = tsdi_ext.sampling_probs(logits.cuda(), **probs_kwargs).cpu()
+    want = reference.sampling_probs(logits, **{k: v for k, v in kwargs.items() if k not in ("seed", "offset")})
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=2e-4)
+
+
+def test_cuda_graph_capture_and_replay():
+    logits, bias, positions, seeds, offsets = [t.cuda() for t in _inputs(16, 32000)]
+    out = {}
+
+    def step():
+        out["tokens"], out["valid"] = tsdi_ext.sample(
+            logits, bias=bias, positions=positions, alpha=1.0, temperature=0.8, top_p=0.9, seed=seeds, offset=offsets
+        )
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up outside the graph (sets kernel attributes)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for shift in range(3):
+        offsets.copy_(torch.arange(16, device="cuda") * 3 + shift)
+        graph.replay()
+        eager, _ = tsdi_ext.sample(logits, bias=bias, positions=positions, alpha=1.0, temperature=0.8,
+                                   top_p=0.9, seed=seeds, offset=offsets)
+        assert torch.equal(out["tokens"], eager)
+
+
+def test_compile_reduce_overhead_fullgraph():
+    logits, bias, positions, seeds, offsets = [t.cuda() for t in _inputs(8, 32000)]
+
+    def fn(logits, offsets):
+        return tsdi_ext.sample(logits, bias=bias, positions=positions, alpha=1.0, temperature=0.8,
+                               top_p=0.9, seed=seeds, offset=offsets)
+
+    compiled = torch.compile(fn, mode="reduce-overhead", fullgraph=True)
+    for shift in range(4):
+        o = offsets + shift
+        assert torch.equal(compiled(logits, o)[0], fn(logits, o)[0])
+
+
+def test_no_host_sync_on_the_sampling_path():
+    logits, bias, positions, seeds, offsets = [t.cuda() for t in _inputs(8, 32000)]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        tsdi_ext.sample(logits, bias=bias, positions=positions, seed=seeds, offset=offsets, top_p=0.9)
+        tsdi_ext.sampling_probs(logits, bias=bias, positions=positions, top_p=0.9)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_millions_of_draws_match_the_distribution():
+    from scipy.stats import chisquare
+
+    vocab, draws = 1019, 4_000_000
+    logits = make_logits(1, vocab, kind="peaked", seed=3).cuda()
+    probs = tsdi_ext.sampling_probs(logits, temperature=0.7, top_p=0.8)[0].double()
+    counts = torch.zeros(vocab, dtype=torch.float64, device="cuda")
+    rows = 50_000  # a broadcast [rows, V] view (row stride 0): no copies; B <= 65535 per call
+    for chunk in range(0, draws, rows):
+        tokens, _ = tsdi_ext.sample(logits.expand(rows, vocab), temperature=0.7, top_p=0.8, seed=9,
+                                    offset=torch.arange(chunk, chunk + rows, device="cuda"))
+        assert (probs[tokens] > 0).all()  # never outside the nucleus
+        counts += torch.bincount(tokens, minlength=vocab).double()
+    kept = probs > 0
+    result = chisquare(counts[kept].cpu().numpy(), (probs[kept] * draws).cpu().numpy())
+    assert result.pvalue > 1e-6
