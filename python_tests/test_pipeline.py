@@ -217,11 +217,12 @@ def test_custom_generate_runs_fused_step_with_streamer(models, tokenizer):
 
 def test_two_process_estimation_equals_one_process(tmp_path, tokenizer):
     out = tmp_path / "bias2.safetensors"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS.parent))
+    # cwd elsewhere and -P: the workers import the installed tsdi_ext, not the source tree.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+        [sys.executable, "-P", "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
          str(TESTS / "distributed_estimate.py"), str(out)],
-        check=True, env=env, capture_output=True, timeout=300,
+        check=True, env=env, capture_output=True, timeout=300, cwd=tmp_path,
     )
     two = BiasTable.load(out, tokenizer=tokenizer)
     aligned, reference = tiny_llama(0), tiny_llama(1)

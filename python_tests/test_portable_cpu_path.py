@@ -16,7 +16,7 @@ TESTS = Path(__file__).resolve().parent
 def test_portable_loops_match_reference():
     env = dict(os.environ, TSDI_EXT_CPU_PORTABLE="1")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider",
          str(TESTS / "test_fused_vs_reference.py"), "-k", "cpu and not V262144 and not V128256"],
         env=env, capture_output=True, text=True, timeout=900,
     )

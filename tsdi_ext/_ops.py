@@ -7,12 +7,22 @@ Importing ``tsdi_ext._C`` registers the dispatcher ops ``torch.ops.tsdi_ext.samp
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 try:
     from . import _C  # noqa: F401  (import registers the ops)
 except ImportError as error:  # pragma: no cover - depends on the installation
     _C = None
+    if "undefined symbol" in str(error):
+        # The most common failure of compiled torch extensions: built for another torch.
+        error = ImportError(
+            f"{error}. tsdi_ext's extension was most likely compiled against a different torch than "
+            f"the one installed ({torch.__version__}): rebuild it with "
+            "'pip install --no-build-isolation --force-reinstall tsdi_ext' or install the wheel for "
+            "this torch"
+        )
     NATIVE_IMPORT_ERROR: ImportError | None = error
 else:
     NATIVE_IMPORT_ERROR = None
@@ -21,6 +31,19 @@ else:
 def native_available() -> bool:
     """True when the compiled extension is importable."""
     return _C is not None
+
+
+def _check_build_matches_torch() -> None:
+    built = _C.build_info().get("torch_version", "") if _C is not None else ""
+    series = lambda v: ".".join(v.split("+")[0].split(".")[:2])  # noqa: E731
+    if built and series(built) != series(torch.__version__):
+        warnings.warn(
+            f"tsdi_ext was compiled against torch {built} but torch {torch.__version__} is running; "
+            "expect crashes or wrong results. Rebuild with 'pip install --no-build-isolation "
+            "--force-reinstall tsdi_ext' (see 'python -m tsdi_ext.info').",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def require_native() -> None:
@@ -34,6 +57,7 @@ def require_native() -> None:
 
 
 if _C is not None:
+    _check_build_matches_torch()
 
     @torch.library.register_fake("tsdi_ext::sample")
     def _sample_fake(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,

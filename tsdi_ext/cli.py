@@ -4,6 +4,7 @@
   tsdi estimate   estimate a bias table and write it (safetensors)
   tsdi generate   generate completions, optionally with and without debiasing side by side
   tsdi inspect    the tokens a bias table pushes down / up most at each position
+  tsdi info       versions, compiled backends, GPU, whether the build matches the running torch
   tsdi op-demo    the fused sampling op on synthetic logits
 """
 
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", type=int, default=4)
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(handler=inspect_command)
+
+    p = commands.add_parser("info", help="versions, compiled backends, GPU, build/torch match")
+    p.set_defaults(handler=lambda args: __import__("tsdi_ext.info", fromlist=["main"]).main())
 
     p = commands.add_parser("op-demo", help="the fused sampling op on synthetic logits")
     p.add_argument("--batch", type=int, default=6)
