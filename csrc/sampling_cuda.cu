@@ -34,6 +34,9 @@ void launch(const at::Tensor& logits, const tsdi::SamplingParams& p) {
     case at::kBFloat16: err = tsdi::cuda::launch_sampling<__nv_bfloat16, kProbs>(p, stream); break;
     default: TORCH_CHECK(false, "tsdi_ext: unsupported logits dtype ", logits.scalar_type());
   }
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky error so the next torch kernel does not report it
+  }
   TORCH_CHECK(err == cudaSuccess, "tsdi_ext: CUDA sampling kernel launch failed: ",
               cudaGetErrorString(err), " (B=", p.batch, ", V=", p.vocab, ")");
 }

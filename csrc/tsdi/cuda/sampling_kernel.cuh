@@ -11,9 +11,10 @@
 //   2. T == 0: greedy (first index of max d).
 //   3. w = exp((d - max) * (1/T)) with the CPU kernel's polynomial and FMA order (bit-identical to
 //      its AVX-512 path), S = sum w in float64.
-//   4. tau: bisection over float bit patterns with 32 buckets per round (<= 7 rounds): the mass of
-//      each bucket (float64) is reduced across the cluster and the bucket where the mass from the
-//      top crosses top_p * S becomes the next bracket; ends at a single bit pattern = tau.
+//   4. tau: bisection over float bit patterns with 32 power-of-two-wide buckets per round (<= 6
+//      rounds, one cluster.sync each, bucket masses double-buffered): the float64 mass of each
+//      bucket is reduced across the cluster and the bucket where the mass from the top crosses
+//      top_p * S becomes the next bracket; ends at a single bit pattern = tau.
 //   5. Draw: kept mass per CTA, prefix over the cluster, then a block scan of per-thread chunks in
 //      vocabulary order: the first kept index whose running float64 mass exceeds u * S_kept,
 //      u = Philox4x32-10(seed, offset) / 2^32 (identical to the CPU's).
@@ -50,14 +51,15 @@ struct alignas(16) Scratch {
   int32_t warp_int[kWarps];
   int64_t warp_index[kWarps];
   double warp_double[kWarps];
-  double bucket_mass[kBuckets];    // this CTA's bucket masses (atomics)
+  double bucket_mass[2][kBuckets]; // this CTA's bucket masses (atomics), double-buffered by round
+  int32_t chosen;                  // bisection decision of this round (written by thread 0)
+  double chosen_above;
   float part_max;                  // this CTA's partial results, read by the cluster
   int32_t part_bad;
   int64_t part_index;
   int64_t part_last_kept;
   double part_sum;
   double part_kept;
-  double part_buckets[kBuckets];
   int64_t part_token;
 };
 
@@ -267,49 +269,50 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
     uint32_t lo = __float_as_uint(floor_value);
     uint32_t hi = __float_as_uint(1.0f) + 1u;
     double above = 0.0;
-    bool settled = false;
-    while (!settled && hi - lo > 1u) {
-      const uint64_t span = hi - lo;
-      for (int k = threadIdx.x; k < kBuckets; k += kThreads) s.bucket_mass[k] = 0.0;
+    for (int round = 0; hi - lo > 1u; ++round) {
+      const uint32_t span = hi - lo;                         // 2 .. 2^30
+      const int shift = max(0, 27 - __clz(span - 1));        // ceil(log2(span)) - 5
+      double* bm = s.bucket_mass[round & 1];
+      if (threadIdx.x < kBuckets) bm[threadIdx.x] = 0.0;
       __syncthreads();
-      for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-        const uint32_t bits = __float_as_uint(w[i]);
-        if (bits >= lo && bits < hi) {
-          const int bucket = static_cast<int>((static_cast<uint64_t>(bits - lo) * kBuckets) / span);
-          atomicAdd(&s.bucket_mass[bucket], static_cast<double>(w[i]));
+      int run_bucket = -1;
+      double run_mass = 0.0;
+      for (int i = threadIdx.x; i < static_cast<int>(n); i += kThreads) {
+        const float v = w[i];
+        const uint32_t off = __float_as_uint(v) - lo;
+        if (off < span) {
+          const int bucket = static_cast<int>(off >> shift);
+          if (bucket != run_bucket) {
+            if (run_bucket >= 0) atomicAdd(&bm[run_bucket], run_mass);
+            run_bucket = bucket;
+            run_mass = 0.0;
+          }
+          run_mass += v;
         }
       }
-      __syncthreads();
-      for (int k = threadIdx.x; k < kBuckets; k += kThreads) s.part_buckets[k] = s.bucket_mass[k];
-      cluster.sync();
-      double mass[kBuckets];
-      for (int k = 0; k < kBuckets; ++k) mass[k] = 0.0;
-      for (int r = 0; r < ranks; ++r) {
-        const Scratch* other = cluster.map_shared_rank(&s, r);
-        for (int k = 0; k < kBuckets; ++k) mass[k] += other->part_buckets[k];
-      }
-      cluster.sync();  // everyone has read part_buckets before the next round rewrites it
-      int chosen = -1;
-      double running = above;
-      for (int k = kBuckets - 1; k >= 0; --k) {
-        if (running + mass[k] >= target) {
-          chosen = k;
-          break;
+      if (run_bucket >= 0) atomicAdd(&bm[run_bucket], run_mass);
+      cluster.sync();  // every CTA's bm[round & 1] is complete; the other buffer is free to reuse
+      if (threadIdx.x < 32) {
+        double m = 0.0;
+        for (int r = 0; r < ranks; ++r) m += cluster.map_shared_rank(bm, r)[threadIdx.x];
+        double running = above;
+        int chosen = -1;
+        for (int k = kBuckets - 1; k >= 0; --k) {  // same order in every lane and every CTA
+          const double mk = __shfl_sync(0xffffffffu, m, k);
+          if (chosen < 0) {
+            if (running + mk >= target) chosen = k; else running += mk;
+          }
         }
-        running += mass[k];
+        if (threadIdx.x == 0) { s.chosen = chosen; s.chosen_above = running; }
       }
-      if (chosen < 0) {  // rounding left the total short: keep everything in the bracket
-        settled = true;
-        break;
-      }
-      // Smallest offset x with (x * kBuckets) / span == k is ceil(k * span / kBuckets).
-      const uint32_t new_lo = lo + static_cast<uint32_t>((chosen * span + kBuckets - 1) / kBuckets);
-      const uint32_t new_hi =
-          chosen + 1 < kBuckets ? lo + static_cast<uint32_t>(((chosen + 1) * span + kBuckets - 1) / kBuckets)
-                                : hi;
-      above = running;
-      lo = new_lo;
-      hi = new_hi;
+      __syncthreads();
+      const int chosen = s.chosen;
+      if (chosen < 0) break;  // rounding left the total short: keep everything in the bracket
+      above = s.chosen_above;
+      const uint64_t new_lo = static_cast<uint64_t>(lo) + (static_cast<uint64_t>(chosen) << shift);
+      const uint64_t new_hi = static_cast<uint64_t>(lo) + (static_cast<uint64_t>(chosen + 1) << shift);
+      lo = static_cast<uint32_t>(new_lo);
+      hi = new_hi < hi ? static_cast<uint32_t>(new_hi) : hi;
     }
     tau = __uint_as_float(lo);
   }
@@ -351,18 +354,18 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   const double u = uniform_from_seed_offset(rp.seed, rp.offset);
   const double target = u * kept_total;
   int64_t found = INT64_MAX;
-  if (kept_before <= target && target < kept_before + s.part_kept) {
+  if (target < kept_before + s.part_kept) {  // later CTAs search too: rounding gaps fall through to the next kept token
     // Each thread owns a contiguous chunk, so thread order is vocabulary order.
-    const int64_t chunk = (n + kThreads - 1) / kThreads;
+    const int64_t chunk = ((n + kThreads - 1) / kThreads) | 1;  // odd stride: no bank conflicts
     const int64_t c0 = threadIdx.x * chunk;
     const int64_t c1 = c0 + chunk < n ? c0 + chunk : n;
     double mine = 0.0;
     for (int64_t i = c0; i < c1; ++i) mine += w[i] >= tau ? static_cast<double>(w[i]) : 0.0;
     double block_total;
     double running = kept_before + block_exclusive_scan(mine, block_total, s);
-    if (running <= target && target < running + mine) {
+    if (mine > 0.0 && target < running + mine) {
       for (int64_t i = c0; i < c1; ++i) {
-        if (w[i] >= tau) {
+        if (w[i] >= tau && w[i] > 0.0f) {  // a zero weight never ends the search
           running += w[i];
           if (running > target) {
             found = begin + i;
@@ -423,7 +426,7 @@ cudaError_t launch_sampling(const SamplingParams& params, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   auto kernel = sampling_kernel<T, kProbs>;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(plan.smem_bytes));
+                             kSmemBudgetBytes);
   if (err != cudaSuccess) return err;
   if (plan.cluster > kMaxClusterPortable) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -441,6 +444,14 @@ cudaError_t launch_sampling(const SamplingParams& params, cudaStream_t stream) {
   attribute[0].val.clusterDim.z = 1;
   config.attrs = attribute;
   config.numAttrs = 1;
+  if (plan.cluster > kMaxClusterPortable) {
+    // 16 co-resident CTAs of ~200 KB shared memory each need 16 free SMs in one GPC: true on a
+    // full H100/H200, not under MIG or on smaller parts. Ask before launching (rare path only).
+    int clusters = 0;
+    err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+    if (err != cudaSuccess) return err;
+    if (clusters == 0) return cudaErrorInvalidClusterSize;  // "cannot be scheduled on this device"
+  }
   return cudaLaunchKernelEx(&config, kernel, params, plan.slice);
 }
 
