@@ -1,9 +1,9 @@
 // CUDA implementation of tsdi_ext::sample and tsdi_ext::sampling_probs: tensor checks, then the
 // fused kernel of tsdi/cuda/sampling_kernel.cuh on the current stream. No host synchronisation and
 // no allocation besides the outputs, so the op can be captured in a CUDA graph.
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -15,10 +15,18 @@ namespace tsdi_ext {
 namespace {
 
 void check_device_and_shape(const at::Tensor& logits) {
-  const cudaDeviceProp* props = at::cuda::getDeviceProperties(logits.device().index());
-  TORCH_CHECK(props->major >= 9, "tsdi_ext: the CUDA sampling kernel needs a Hopper GPU (sm_90) or "
-              "newer (it uses thread-block clusters); this is ", props->name, " (sm_", props->major,
-              props->minor, "). Use backend='torch' on this device.");
+  // c10 headers and a plain runtime query, not ATen/cuda/CUDAContext.h (which pulls in the cuBLAS
+  // and cuSPARSE headers this file does not need).
+  const int device = logits.device().index();
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major < 9) {
+    cudaDeviceProp props;
+    C10_CUDA_CHECK(cudaGetDeviceProperties(&props, device));
+    TORCH_CHECK(false, "tsdi_ext: the CUDA sampling kernel needs a Hopper GPU (sm_90) or newer (it "
+                "uses thread-block clusters); this is ", props.name, " (sm_", props.major,
+                props.minor, "). Use backend='torch' on this device.");
+  }
   TORCH_CHECK_VALUE(logits.size(1) <= tsdi::cuda::kMaxVocab, "tsdi_ext: the CUDA kernel handles V <= ",
                     tsdi::cuda::kMaxVocab, ", got ", logits.size(1));
   TORCH_CHECK_VALUE(logits.size(0) <= 65535, "tsdi_ext: the CUDA kernel handles B <= 65535 rows per call");
@@ -26,7 +34,7 @@ void check_device_and_shape(const at::Tensor& logits) {
 
 template <bool kProbs>
 void launch(const at::Tensor& logits, const tsdi::SamplingParams& p) {
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(logits.device().index());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(logits.device().index()).stream();
   cudaError_t err = cudaSuccess;
   switch (logits.scalar_type()) {
     case at::kFloat: err = tsdi::cuda::launch_sampling<float, kProbs>(p, stream); break;
