@@ -7,7 +7,10 @@
 # Exits 0 with a notice, checking nothing, when nvcc is missing or the wheel cannot be fetched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
+PYTHON="$(command -v "${PYTHON:-python3}")"
+# Absolute (the extraction below runs in another directory) but not symlink-resolved: a venv's
+# python must stay the venv's.
+PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")"
 TORCH_SPEC="${TORCH_HEADERS_SPEC:-torch==2.11.0}"
 cache="build/torch-headers/${TORCH_SPEC//=/}"
 if ! command -v nvcc >/dev/null; then
@@ -19,8 +22,8 @@ if [[ ! -d "$cache/torch/include" ]]; then
       --platform manylinux_2_28_x86_64 "$TORCH_SPEC" -d "$cache" 2>/dev/null; then
     echo "check_native_builds: could not fetch $TORCH_SPEC from the package index, skipping"; exit 0
   fi
-  (cd "$cache" && "$PYTHON" -m zipfile -e torch-*.whl . >/dev/null 2>&1 || true)
-  (cd "$cache" && find . -maxdepth 1 -name 'torch-*.whl' -delete && rm -rf torch/lib torch/bin functorch torchgen)
+  (cd "$cache" && "$PYTHON" -m zipfile -e torch-*.whl . && rm -f torch-*.whl && rm -rf torch/lib torch/bin functorch torchgen)
+  [[ -f "$cache/torch/include/ATen/ops/empty.h" ]] || { echo "check_native_builds: extraction failed" >&2; exit 1; }
 fi
 inc=(-Icsrc "-I$cache/torch/include" "-I$cache/torch/include/torch/csrc/api/include"
      "-I$("$PYTHON" -c 'import pybind11; print(pybind11.get_include())')"

@@ -322,24 +322,32 @@ TSDI_ALWAYS_INLINE void pivot_masses_portable(const float* __restrict__ w, int64
   }
 }
 
+// Float64 mass of the values >= threshold in w[begin, end). kLanes float64 accumulators, fed from
+// a float32 select: the widening and the adds vectorise, a scalar float64 reduction would not.
+TSDI_ALWAYS_INLINE double mass_at_least(const float* __restrict__ w, int64_t begin, int64_t end,
+                                        float threshold) {
+  double lane_sum[kLanes] = {};
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    float kept[kLanes];
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) kept[j] = w[i + j] >= threshold ? w[i + j] : 0.0f;
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) lane_sum[j] += static_cast<double>(kept[j]);
+  }
+  for (; i < end; ++i) lane_sum[0] += w[i] >= threshold ? static_cast<double>(w[i]) : 0.0;
+  double sum = 0.0;
+  for (int j = 0; j < kLanes; ++j) sum += lane_sum[j];
+  return sum;
+}
+
 // Copies the values in [lo, hi) to `out` (which must not alias `w`) and returns how many; sets
 // `above` to the exact (float64) mass of the values >= hi. Portable version: chunks with nothing in
 // the bracket are skipped after a vector test, the others compacted without branches.
 TSDI_ALWAYS_INLINE int64_t collect_bracket_portable(const float* __restrict__ w, int64_t n,
                                                     float lo, float hi, float* __restrict__ out,
                                                     double& above) {
-  double lane_above[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    float high[kLanes];
-#pragma omp simd
-    for (int j = 0; j < kLanes; ++j) high[j] = w[i + j] >= hi ? w[i + j] : 0.0f;
-#pragma omp simd
-    for (int j = 0; j < kLanes; ++j) lane_above[j] += static_cast<double>(high[j]);
-  }
-  above = 0.0;
-  for (int j = 0; j < kLanes; ++j) above += lane_above[j];
-  for (; i < n; ++i) above += w[i] >= hi ? static_cast<double>(w[i]) : 0.0;
+  above = mass_at_least(w, 0, n, hi);
 
   constexpr int64_t kChunk = 16;
   int64_t count = 0;
@@ -602,18 +610,7 @@ TSDI_ALWAYS_INLINE double kept_block_mass(const float* __restrict__ w, int64_t v
   int64_t block = 0;
   for (int64_t start = 0; start < vocab; start += kBlock, ++block) {
     const int64_t stop = start + kBlock < vocab ? start + kBlock : vocab;
-    double lane_sum[kLanes] = {};
-    int64_t i = start;
-    for (; i + kLanes <= stop; i += kLanes) {
-      float kept[kLanes];
-#pragma omp simd
-      for (int j = 0; j < kLanes; ++j) kept[j] = w[i + j] >= tau ? w[i + j] : 0.0f;
-#pragma omp simd
-      for (int j = 0; j < kLanes; ++j) lane_sum[j] += static_cast<double>(kept[j]);
-    }
-    for (; i < stop; ++i) lane_sum[0] += w[i] >= tau ? static_cast<double>(w[i]) : 0.0;
-    double sum = 0.0;
-    for (int j = 0; j < kLanes; ++j) sum += lane_sum[j];
+    const double sum = mass_at_least(w, start, stop, tau);
     block_mass[block] = sum;
     total += sum;
   }
