@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -107,6 +108,56 @@ inline tsdi::SamplingParams make_params(
 inline at::Tensor vocab_contiguous(const at::Tensor& logits) {
   return (logits.dim() == 2 && logits.size(1) > 1 && logits.stride(1) != 1) ? logits.contiguous()
                                                                             : logits;
+}
+
+// Everything one sample() call needs besides its kernel: unit-stride logits, the parameter block
+// and the allocated outputs (wired into the parameter block).
+struct SampleCall {
+  at::Tensor logits;
+  tsdi::SamplingParams params;
+  at::Tensor tokens;
+  at::Tensor valid;
+};
+
+inline SampleCall prepare_sample(
+    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
+    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
+    const std::optional<at::Tensor>& top_p, double top_p_value,
+    const std::optional<at::Tensor>& seed, int64_t seed_value,
+    const std::optional<at::Tensor>& offset, int64_t offset_value) {
+  SampleCall call;
+  call.logits = vocab_contiguous(logits_in);
+  call.params = make_params(call.logits, bias, positions, alpha, alpha_value, temperature,
+                            temperature_value, top_p, top_p_value, seed, seed_value, offset,
+                            offset_value);
+  call.tokens = at::empty({call.params.batch}, call.logits.options().dtype(at::kLong));
+  call.valid = at::empty({call.params.batch}, call.logits.options().dtype(at::kBool));
+  call.params.tokens = call.tokens.mutable_data_ptr<int64_t>();
+  call.params.valid = call.valid.mutable_data_ptr<bool>();
+  return call;
+}
+
+// The same for one sampling_probs() call.
+struct ProbsCall {
+  at::Tensor logits;
+  tsdi::SamplingParams params;
+  at::Tensor probs;
+};
+
+inline ProbsCall prepare_probs(
+    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
+    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
+    const std::optional<at::Tensor>& top_p, double top_p_value) {
+  ProbsCall call;
+  call.logits = vocab_contiguous(logits_in);
+  call.params = make_params(call.logits, bias, positions, alpha, alpha_value, temperature,
+                            temperature_value, top_p, top_p_value, std::nullopt, 0, std::nullopt, 0);
+  call.probs = at::empty({call.params.batch, call.params.vocab},
+                         call.logits.options().dtype(at::kFloat));
+  call.params.probs = call.probs.mutable_data_ptr<float>();
+  return call;
 }
 
 }  // namespace tsdi_ext

@@ -1,7 +1,6 @@
 // CPU implementation of tsdi_ext::sample and tsdi_ext::sampling_probs: tensor checks, then the
 // fused kernel of tsdi/cpu/sampling_kernel.h over rows in parallel (at::parallel_for).
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -39,45 +38,36 @@ void for_each_row_range(const tsdi::SamplingParams& p, RowsFn rows_fn) {
 }
 
 std::tuple<at::Tensor, at::Tensor> sample_cpu(
-    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
     double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
     const std::optional<at::Tensor>& top_p, double top_p_value,
     const std::optional<at::Tensor>& seed, int64_t seed_value,
     const std::optional<at::Tensor>& offset, int64_t offset_value) {
-  const at::Tensor logits = vocab_contiguous(logits_in);
-  tsdi::SamplingParams p =
-      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
-                  top_p, top_p_value, seed, seed_value, offset, offset_value);
-  at::Tensor tokens = at::empty({p.batch}, logits.options().dtype(at::kLong));
-  at::Tensor valid = at::empty({p.batch}, logits.options().dtype(at::kBool));
-  p.tokens = tokens.mutable_data_ptr<int64_t>();
-  p.valid = valid.mutable_data_ptr<bool>();
-  const auto dtype = kernel_dtype(logits);
-  for_each_row_range(p, [dtype](const tsdi::SamplingParams& params, int64_t begin, int64_t end,
-                                tsdi::cpu::Workspace& ws) {
+  SampleCall call = prepare_sample(logits, bias, positions, alpha, alpha_value, temperature,
+                                   temperature_value, top_p, top_p_value, seed, seed_value, offset,
+                                   offset_value);
+  const auto dtype = kernel_dtype(call.logits);
+  for_each_row_range(call.params, [dtype](const tsdi::SamplingParams& params, int64_t begin,
+                                          int64_t end, tsdi::cpu::Workspace& ws) {
     tsdi::cpu::sample_rows(dtype, params, begin, end, ws);
   });
-  return {tokens, valid};
+  return {call.tokens, call.valid};
 }
 
 at::Tensor sampling_probs_cpu(
-    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
     double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
     const std::optional<at::Tensor>& top_p, double top_p_value) {
-  const at::Tensor logits = vocab_contiguous(logits_in);
-  tsdi::SamplingParams p =
-      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
-                  top_p, top_p_value, std::nullopt, 0, std::nullopt, 0);
-  at::Tensor probs = at::empty({p.batch, p.vocab}, logits.options().dtype(at::kFloat));
-  p.probs = probs.mutable_data_ptr<float>();
-  const auto dtype = kernel_dtype(logits);
-  for_each_row_range(p, [dtype](const tsdi::SamplingParams& params, int64_t begin, int64_t end,
-                                tsdi::cpu::Workspace& ws) {
+  ProbsCall call = prepare_probs(logits, bias, positions, alpha, alpha_value, temperature,
+                                 temperature_value, top_p, top_p_value);
+  const auto dtype = kernel_dtype(call.logits);
+  for_each_row_range(call.params, [dtype](const tsdi::SamplingParams& params, int64_t begin,
+                                          int64_t end, tsdi::cpu::Workspace& ws) {
     tsdi::cpu::probs_rows(dtype, params, begin, end, ws);
   });
-  return probs;
+  return call.probs;
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // CUDA implementation of tsdi_ext::sample and tsdi_ext::sampling_probs: tensor checks, then the
 // fused kernel of tsdi/cuda/sampling_kernel.cuh on the current stream. No host synchronisation and
 // no allocation besides the outputs, so the op can be captured in a CUDA graph.
-#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -50,43 +49,36 @@ void launch(const at::Tensor& logits, const tsdi::SamplingParams& p) {
 }
 
 std::tuple<at::Tensor, at::Tensor> sample_cuda(
-    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
     double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
     const std::optional<at::Tensor>& top_p, double top_p_value,
     const std::optional<at::Tensor>& seed, int64_t seed_value,
     const std::optional<at::Tensor>& offset, int64_t offset_value) {
-  const c10::cuda::CUDAGuard guard(logits_in.device());
-  const at::Tensor logits = vocab_contiguous(logits_in);
-  tsdi::SamplingParams p =
-      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
-                  top_p, top_p_value, seed, seed_value, offset, offset_value);
-  at::Tensor tokens = at::empty({p.batch}, logits.options().dtype(at::kLong));
-  at::Tensor valid = at::empty({p.batch}, logits.options().dtype(at::kBool));
-  if (p.batch == 0) return {tokens, valid};
-  check_device_and_shape(logits);
-  p.tokens = tokens.mutable_data_ptr<int64_t>();
-  p.valid = valid.mutable_data_ptr<bool>();
-  launch<false>(logits, p);
-  return {tokens, valid};
+  const c10::cuda::CUDAGuard guard(logits.device());
+  SampleCall call = prepare_sample(logits, bias, positions, alpha, alpha_value, temperature,
+                                   temperature_value, top_p, top_p_value, seed, seed_value, offset,
+                                   offset_value);
+  if (call.params.batch > 0) {
+    check_device_and_shape(call.logits);
+    launch<false>(call.logits, call.params);
+  }
+  return {call.tokens, call.valid};
 }
 
 at::Tensor sampling_probs_cuda(
-    const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
+    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
     double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
     const std::optional<at::Tensor>& top_p, double top_p_value) {
-  const c10::cuda::CUDAGuard guard(logits_in.device());
-  const at::Tensor logits = vocab_contiguous(logits_in);
-  tsdi::SamplingParams p =
-      make_params(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
-                  top_p, top_p_value, std::nullopt, 0, std::nullopt, 0);
-  at::Tensor probs = at::empty({p.batch, p.vocab}, logits.options().dtype(at::kFloat));
-  if (p.batch == 0) return probs;
-  check_device_and_shape(logits);
-  p.probs = probs.mutable_data_ptr<float>();
-  launch<true>(logits, p);
-  return probs;
+  const c10::cuda::CUDAGuard guard(logits.device());
+  ProbsCall call = prepare_probs(logits, bias, positions, alpha, alpha_value, temperature,
+                                 temperature_value, top_p, top_p_value);
+  if (call.params.batch > 0) {
+    check_device_and_shape(call.logits);
+    launch<true>(call.logits, call.params);
+  }
+  return call.probs;
 }
 
 }  // namespace

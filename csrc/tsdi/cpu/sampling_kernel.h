@@ -203,30 +203,35 @@ TSDI_ALWAYS_INLINE void mass_histogram(const float* __restrict__ values, int64_t
   for (int b = 0; b < kHistBuckets; ++b) hist_mass[b] = (sub[0][b] + sub[1][b]) + (sub[2][b] + sub[3][b]);
 }
 
-// Copies the values >= floor whose digit at `shift` equals `digit` to `out`; returns how many.
-// `out` may alias `values` (in-place compaction: out[count] is written after values[i], i >= count,
-// is read). Chunks without a hit (most of them when the distribution is peaked) are skipped after
-// one vectorised any-of; the others are compacted without branches.
-TSDI_ALWAYS_INLINE int64_t collect_digit(const float* values, int64_t n, float floor, int shift,
-                                         uint32_t digit, float* out) {
+// Copies the values v with keep(v) to `out`, in order; returns how many. `out` may alias `values`
+// (in-place compaction: out[count] is written after values[i], i >= count, is read). Chunks without
+// a hit (most of them when the distribution is peaked) are skipped after one vectorised any-of; the
+// others are compacted without branches.
+template <typename Keep>
+TSDI_ALWAYS_INLINE int64_t compact_if(const float* values, int64_t n, float* out, Keep keep) {
   constexpr int64_t kChunk = 16;
   int64_t count = 0;
   for (int64_t start = 0; start < n; start += kChunk) {
     const int64_t stop = start + kChunk < n ? start + kChunk : n;
     int32_t any = 0;
 #pragma omp simd reduction(| : any)
-    for (int64_t i = start; i < stop; ++i) {
-      const float v = values[i];
-      any |= v >= floor && ((float_to_bits(v) >> shift) & 1023u) == digit;
-    }
+    for (int64_t i = start; i < stop; ++i) any |= keep(values[i]);
     if (!any) continue;
     for (int64_t i = start; i < stop; ++i) {
       const float v = values[i];
       out[count] = v;
-      count += v >= floor && ((float_to_bits(v) >> shift) & 1023u) == digit;
+      count += keep(v);
     }
   }
   return count;
+}
+
+// Copies the values >= floor whose digit at `shift` equals `digit` to `out`; returns how many.
+TSDI_ALWAYS_INLINE int64_t collect_digit(const float* values, int64_t n, float floor, int shift,
+                                         uint32_t digit, float* out) {
+  return compact_if(values, n, out, [=](float v) -> int32_t {
+    return v >= floor && ((float_to_bits(v) >> shift) & 1023u) == digit;
+  });
 }
 
 // Scans buckets from the top; returns the bucket in which the mass reaches `target` (adding the
@@ -348,22 +353,7 @@ TSDI_ALWAYS_INLINE int64_t collect_bracket_portable(const float* __restrict__ w,
                                                     float lo, float hi, float* __restrict__ out,
                                                     double& above) {
   above = mass_at_least(w, 0, n, hi);
-
-  constexpr int64_t kChunk = 16;
-  int64_t count = 0;
-  for (int64_t start = 0; start < n; start += kChunk) {
-    const int64_t stop = start + kChunk < n ? start + kChunk : n;
-    int32_t any = 0;
-#pragma omp simd reduction(| : any)
-    for (int64_t t = start; t < stop; ++t) any |= (w[t] >= lo) & (w[t] < hi);
-    if (!any) continue;
-    for (int64_t t = start; t < stop; ++t) {
-      const float v = w[t];
-      out[count] = v;
-      count += (v >= lo) & (v < hi);
-    }
-  }
-  return count;
+  return compact_if(w, n, out, [=](float v) -> int32_t { return (v >= lo) & (v < hi); });
 }
 
 #if defined(TSDI_AVX512_COLLECT)
