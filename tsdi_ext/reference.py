@@ -151,17 +151,15 @@ def row_status(d, bad_position, temperature, top_p) -> torch.Tensor:
     return status
 
 
-def sampling_probs(
-    logits, *, bias=None, positions=None, alpha=1.0, temperature=1.0, top_p=1.0
-) -> torch.Tensor:
-    """The renormalised nucleus distribution, ``[B, V]`` float32 (see the module docstring)."""
+def _probs_and_valid(logits, bias, positions, alpha, temperature, top_p):
+    """``sampling_probs`` and the ``[B]`` validity, computed once for both public functions."""
     batch, vocab = logits.shape
     temperature = _per_row(temperature, batch, torch.float32, logits.device)
     top_p = _per_row(top_p, batch, torch.float32, logits.device)
     d, bad_position = debiased_logits(logits, bias, positions, alpha)
     valid = row_status(d, bad_position, temperature, top_p) == ROW_OK
     if batch == 0:
-        return d.new_zeros((0, vocab))
+        return d.new_zeros((0, vocab)), valid
 
     d_max = d.max(dim=1, keepdim=True).values
     z = torch.where(d == float("-inf"), float("-inf"), (d - d_max) / temperature[:, None])
@@ -183,7 +181,14 @@ def sampling_probs(
     greedy = temperature == 0
     one_hot = torch.nn.functional.one_hot(d.argmax(dim=1), vocab).float()
     probs = torch.where(greedy[:, None], one_hot, probs)
-    return torch.where(valid[:, None], probs, torch.zeros_like(probs))
+    return torch.where(valid[:, None], probs, torch.zeros_like(probs)), valid
+
+
+def sampling_probs(
+    logits, *, bias=None, positions=None, alpha=1.0, temperature=1.0, top_p=1.0
+) -> torch.Tensor:
+    """The renormalised nucleus distribution, ``[B, V]`` float32 (see the module docstring)."""
+    return _probs_and_valid(logits, bias, positions, alpha, temperature, top_p)[0]
 
 
 def sample(
@@ -192,13 +197,9 @@ def sample(
     """Tokens ``[B]`` int64 and validity ``[B]`` bool (see the module docstring)."""
     batch, vocab = logits.shape
     device = logits.device
-    d, bad_position = debiased_logits(logits, bias, positions, alpha)
-    valid = row_status(d, bad_position, temperature, top_p) == ROW_OK
+    probs, valid = _probs_and_valid(logits, bias, positions, alpha, temperature, top_p)
     if batch == 0:
         return torch.zeros(0, dtype=torch.int64, device=device), valid
-    probs = sampling_probs(
-        logits, bias=bias, positions=positions, alpha=alpha, temperature=temperature, top_p=top_p
-    )
     u = uniform(_per_row(seed, batch, torch.int64, device), _per_row(offset, batch, torch.int64, device))
     cdf = probs.double().cumsum(dim=1)
     tokens = torch.searchsorted(cdf, u[:, None], right=True).squeeze(1)
