@@ -33,17 +33,32 @@ def native_available() -> bool:
     return _C is not None
 
 
+def _torch_series(version: str) -> str:
+    """``"2.13"`` for ``"2.13.0+cpu"``: compiled extensions are tied to a torch minor series."""
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def build_mismatch() -> str | None:
+    """A sentence saying how the compiled extension does not fit the running torch, or None."""
+    if _C is None:
+        return None
+    info = _C.build_info()
+    built = info.get("torch_version", "")
+    if built and _torch_series(built) != _torch_series(torch.__version__):
+        return (f"tsdi_ext was compiled against torch {built} but torch {torch.__version__} is running; "
+                f"rebuild it (pip install --no-build-isolation --force-reinstall tsdi_ext) or install "
+                f"the wheel built for torch {_torch_series(torch.__version__)}")
+    cuda = info.get("cuda_version", "")
+    if info.get("cuda") and torch.version.cuda and cuda.split(".")[0] != torch.version.cuda.split(".")[0]:
+        return f"tsdi_ext's CUDA kernels were built with CUDA {cuda} but torch uses CUDA {torch.version.cuda}"
+    return None
+
+
 def _check_build_matches_torch() -> None:
-    built = _C.build_info().get("torch_version", "") if _C is not None else ""
-    series = lambda v: ".".join(v.split("+")[0].split(".")[:2])  # noqa: E731
-    if built and series(built) != series(torch.__version__):
-        warnings.warn(
-            f"tsdi_ext was compiled against torch {built} but torch {torch.__version__} is running; "
-            "expect crashes or wrong results. Rebuild with 'pip install --no-build-isolation "
-            "--force-reinstall tsdi_ext' (see 'python -m tsdi_ext.info').",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    mismatch = build_mismatch()
+    if mismatch is not None:
+        warnings.warn(f"{mismatch}; expect crashes or wrong results (see 'python -m tsdi_ext.info').",
+                      RuntimeWarning, stacklevel=2)
 
 
 def require_native() -> None:
@@ -73,6 +88,10 @@ if _C is not None:
         return logits.new_empty(logits.shape, dtype=torch.float32)
 
 
+# Read once: cuda_available() is on the per-call path of CUDA tensors.
+_HAS_CUDA_KERNELS = _C is not None and bool(_C.build_info().get("cuda", False))
+
+
 def cuda_available() -> bool:
     """True when the extension was compiled with its CUDA kernels."""
-    return _C is not None and bool(_C.build_info().get("cuda", False))
+    return _HAS_CUDA_KERNELS

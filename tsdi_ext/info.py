@@ -15,24 +15,7 @@ import torch
 from . import __version__, _ops
 
 
-def _series(version: str) -> str:
-    return ".".join(version.split("+")[0].split(".")[:2])
-
-
-def build_mismatch() -> str | None:
-    """A sentence describing how the compiled extension does not fit the running torch, or None."""
-    if _ops._C is None:
-        return None
-    info = _ops._C.build_info()
-    built = info.get("torch_version", "")
-    if built and _series(built) != _series(torch.__version__):
-        return (f"tsdi_ext was compiled against torch {built} but torch {torch.__version__} is running; "
-                f"rebuild it (pip install --no-build-isolation --force-reinstall tsdi_ext) or install the "
-                f"wheel built for torch {_series(torch.__version__)}")
-    if info.get("cuda") and torch.version.cuda and info.get("cuda_version", "").split(".")[0] != torch.version.cuda.split(".")[0]:
-        return (f"tsdi_ext's CUDA kernels were built with CUDA {info.get('cuda_version')} but torch uses "
-                f"CUDA {torch.version.cuda}")
-    return None
+build_mismatch = _ops.build_mismatch
 
 
 def report() -> dict:
