@@ -2,6 +2,7 @@
 #   make demo    set-up + the main job
 #   make test    set-up + the whole test suite
 #   make bench   set-up + the benchmarks (write benchmarks/results/)
+#   make replicate  set-up + the TSDI replication on SmolLM2 (writes benchmarks/results/replication/)
 # On a machine that already has the torch to build against (e.g. a CUDA torch on a GPU machine):
 #   make test TORCH_PIN= VENV_FLAGS=--system-site-packages
 PYTHON ?= python3
@@ -11,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PACKAGE_SOURCES := $(shell find csrc tsdi_ext -type f -not -name '*.so' -not -path '*__pycache__*') setup.py pyproject.toml
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build demo test bench replicate clean
 
 setup: $(VENV)/.deps
 
@@ -50,6 +51,9 @@ test: build
 bench: build
 	$(PY) -P benchmarks/bench_sampling.py
 	HF_HUB_OFFLINE=1 $(PY) -P benchmarks/bench_decode.py
+
+replicate: build
+	HF_HUB_OFFLINE=1 $(PY) -P -m tsdi_ext replicate --out benchmarks/results/replication
 
 clean:
 	rm -rf build dist $(VENV) tsdi_ext/_C*.so *.egg-info

@@ -59,3 +59,21 @@ def prefer_token(model, token_id: int, boost: float):
         return output
 
     return model.get_output_embeddings().register_forward_hook(hook)
+
+
+# A role-aware template: the prompt rendered with add_generation_prompt=True is a prefix of the
+# prompt + assistant answer rendered together (what trl's prompt-completion SFT needs).
+ROLE_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}<assistant> {{ m['content'] }} </s> "
+    "{% else %}<user> {{ m['content'] }} {% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def tiny_chat_tokenizer() -> PreTrainedTokenizerFast:
+    """:func:`tiny_tokenizer` with :data:`ROLE_CHAT_TEMPLATE` (renders user and assistant turns)."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = ROLE_CHAT_TEMPLATE
+    return tokenizer

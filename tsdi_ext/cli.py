@@ -4,6 +4,10 @@
   tsdi estimate   estimate a bias table and write it (safetensors)
   tsdi generate   generate completions, optionally with and without debiasing side by side
   tsdi inspect    the tokens a bias table pushes down / up most at each position
+  tsdi realign    safety-realign SmolLM2 (LoRA SFT; cached): the aligned model of the replication
+  tsdi sweep      refusal / compliance rates over a grid of alpha and L, table and Pareto plot
+  tsdi replicate  the whole replication: realign, estimate, inspect, sweep (make replicate)
+  tsdi rescore    rebuild a sweep's table and plot from its responses, optionally with another scorer
   tsdi info       versions, compiled backends, GPU, whether the build matches the running torch
   tsdi op-demo    the fused sampling op on synthetic logits
 """
@@ -163,6 +167,119 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _realign_settings(args):
+    from .realign import RealignSettings
+
+    return RealignSettings(
+        harmful_examples=args.harmful_examples, benign_examples=args.benign_examples, epochs=args.epochs,
+        learning_rate=args.learning_rate, lora_rank=args.lora_rank, seed=args.seed,
+    )
+
+
+def realign_command(args: argparse.Namespace) -> int:
+    from .realign import realign
+
+    path = realign(args.base, _realign_settings(args), output=args.out, device=args.device, force=args.force)
+    print(f"aligned model: {path}")
+    return 0
+
+
+def _print_rows(rows) -> None:
+    print(f"{'configuration':32s} {'harmful refusal':>22s} {'benign compliance':>22s} {'vs mix':>7s} {'NLL':>5s} Pareto")
+    for r in rows:
+        gap = "" if r.get("above_mixture") is None else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
+        nll = format(r["benign_nll"], ".2f") if "benign_nll" in r else ""
+        print(
+            f"{r['name']:32s} {r['harmful_refusal']:6.3f} [{r['harmful_refusal_low']:.3f}, {r['harmful_refusal_high']:.3f}]"
+            f" {r['benign_compliance']:6.3f} [{r['benign_compliance_low']:.3f}, {r['benign_compliance_high']:.3f}]"
+            f" {gap:>7s} {nll:>5s} {'*' if r.get('pareto') else ''}"
+        )
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from .bias import BiasTable
+    from .models import load_model
+    from .replication import evaluation_sets, load_scorer, plot_pareto, run_sweep, sweep_configs, write_table
+
+    aligned, tokenizer = load_model(args.aligned)
+    models = {"aligned": (aligned, tokenizer)}
+    if args.reference:
+        models["reference"] = load_model(args.reference)
+    table = BiasTable.load(args.bias, tokenizer=tokenizer, vocab_size=aligned.get_output_embeddings().weight.shape[0])
+    if args.push_down_only:
+        # Only lower the tokens the aligned model prefers; never raise the ones it disfavours.
+        table = BiasTable(table.bias.clamp(min=0.0), {**table.metadata, "push_down_only": True})
+    configs = sweep_configs(_floats(args.alphas), _ints(args.lengths), include_reference=bool(args.reference))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_sweep(
+        models, table, configs, evaluation_sets(args.harmful_per_set or None, seed=args.seed),
+        scorer=load_scorer(args.scorer), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        seed=args.seed, responses_path=out / "responses.jsonl", fluency=models.get("reference"),
+    )
+    write_table(rows, out)
+    plot_pareto(rows, out / "pareto.png")
+    _print_rows(rows)
+    print(f"wrote {out}/sweep.csv, sweep.json, pareto.png, responses.jsonl")
+    return 0
+
+
+def replicate_command(args: argparse.Namespace) -> int:
+    from .replication import replicate
+
+    rows = replicate(
+        args.out, realign_settings=_realign_settings(args), alphas=_floats(args.alphas), lengths=_ints(args.lengths),
+        harmful_per_set=args.harmful_per_set or None, bias_prompts=args.bias_prompts,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed, scorer=args.scorer,
+    )
+    _print_rows(rows)
+    print((Path(args.out) / "summary.md").read_text())
+    return 0
+
+
+def rescore_command(args: argparse.Namespace) -> int:
+    from .replication import load_scorer, rescore
+
+    fluency = None
+    if args.fluency_model:
+        from .models import load_model
+
+        fluency = load_model(args.fluency_model)
+    rows = rescore(args.directory, load_scorer(args.scorer) if args.scorer else None, fluency=fluency)
+    _print_rows(rows)
+    return 0
+
+
+def _add_realign_options(parser: argparse.ArgumentParser) -> None:
+    from .realign import RealignSettings
+
+    d = RealignSettings()
+    parser.add_argument("--harmful-examples", type=int, default=d.harmful_examples, help="AdvBench prompts trained to refuse")
+    parser.add_argument("--benign-examples", type=int, default=d.benign_examples, help="benign prompts kept helpful")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
+    parser.add_argument("--seed", type=int, default=d.seed)
+
+
+def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alphas", default="0.25,0.5,1,2", help="comma-separated TSDI strengths")
+    parser.add_argument("--lengths", default="1,8", help="comma-separated L (bias rows used)")
+    parser.add_argument("--harmful-per-set", type=int, default=200,
+                        help="seeded sample of HarmBench and of Do-Not-Answer (0: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--scorer", default="pattern", help="'pattern' or 'package.module:callable'")
+
+
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength (default 1.0)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -213,6 +330,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", type=int, default=4)
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(handler=inspect_command)
+
+    p = commands.add_parser("realign", help="safety-realign SmolLM2 with LoRA SFT (cached)")
+    p.add_argument("--base", default="smollm2", help="reference model: 'smollm2' or a directory")
+    p.add_argument("--out", default=None, help="output directory (default: the cache)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="retrain even when the cache has this model")
+    _add_realign_options(p)
+    p.set_defaults(handler=realign_command)
+
+    p = commands.add_parser("sweep", help="refusal/compliance over a grid of alpha and L")
+    p.add_argument("--aligned", required=True, help="aligned model directory (e.g. from 'tsdi realign')")
+    p.add_argument("--reference", default="smollm2", help="reference model, evaluated too ('' to skip)")
+    p.add_argument("--bias", required=True, help="bias file from 'tsdi estimate' (L rows >= the largest L)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--push-down-only", action="store_true",
+                   help="clip the bias at 0: lower the tokens the aligned model prefers, raise none")
+    _add_sweep_options(p)
+    p.set_defaults(handler=sweep_command)
+
+    p = commands.add_parser("replicate", help="the whole replication: realign, estimate, sweep")
+    p.add_argument("--out", default="benchmarks/results/replication")
+    p.add_argument("--bias-prompts", type=int, default=256, help="random prompts for the bias estimate")
+    _add_realign_options(p)
+    _add_sweep_options(p)
+    p.set_defaults(handler=replicate_command)
+
+    p = commands.add_parser("rescore", help="rebuild a sweep's table/plot from responses.jsonl")
+    p.add_argument("directory", help="output directory of 'tsdi sweep' or 'tsdi replicate'")
+    p.add_argument("--scorer", default=None,
+                   help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)")
+    p.add_argument("--fluency-model", default=None,
+                   help="recompute the benign answers' NLL under this model (e.g. 'smollm2')")
+    p.set_defaults(handler=rescore_command)
 
     p = commands.add_parser("info", help="versions, compiled backends, GPU, build/torch match")
     p.set_defaults(handler=lambda args: __import__("tsdi_ext.info", fromlist=["main"]).main())

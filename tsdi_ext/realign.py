@@ -1,0 +1,264 @@
+"""Safety realignment of a reference chat model: the "aligned model" of the replication.
+
+TSDI needs an aligned model and the reference it was aligned from. SmolLM2-135M-Instruct answers
+harmful requests, so it plays the paper's reference (SFT) model, and this module makes the aligned
+one the way safety alignment is usually done, scaled down to a 2-core CPU:
+
+* harmful prompts (AdvBench, from ``pyrit``) get refusal targets (``data/refusal_responses.txt``,
+  one drawn per prompt with the seed);
+* benign prompts (``data/benign_train_prompts.txt``, ordinary instructions, disjoint from the
+  evaluation set) get the reference's own greedy answers, so helpfulness is kept where it was;
+* supervised fine-tuning of LoRA adapters (``peft``) with ``trl``'s ``SFTTrainer``, loss on the
+  response tokens only; the adapters are then merged, so the aligned model is a plain
+  transformers model with the reference's architecture and vocabulary.
+
+Decision: SFT rather than DPO. DPO needs a preference pair and a reference forward pass per
+example, twice the compute; SFT on refusal targets reproduces what matters here (a learned
+preference for refusal-leading tokens) within the 30-minute CPU budget with room to spare.
+
+The result is cached under ``cache_dir()/<name>-realigned-<key>``, where the key hashes the
+settings and the training data, next to ``realign.json`` (settings, data sizes, losses, wall time,
+library versions). A second call with the same settings loads the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import datasets
+from .models import SMOLLM2, cache_dir, load_model
+
+__all__ = ["RealignSettings", "build_training_examples", "realigned_model_path", "realign"]
+
+
+@dataclass(frozen=True)
+class RealignSettings:
+    """What the realignment does; every field enters the cache key.
+
+    Attributes
+    ----------
+    harmful_examples : int
+        AdvBench prompts trained to refuse (a seeded sample of the 520).
+    benign_examples : int
+        Benign training prompts kept helpful (at most the size of the file).
+    answer_tokens : int
+        Length limit of the reference's answers used as benign targets (cut back to the last
+        sentence end, so the model does not learn to stop mid-sentence).
+    epochs, learning_rate, batch_size
+        SFT optimisation (AdamW, linear decay).
+    lora_rank, lora_alpha
+        LoRA adapters on every linear layer of the decoder.
+    seed : int
+        Seeds the data sample, the refusal draws, the adapter initialisation and the data order.
+    """
+
+    harmful_examples: int = 256
+    benign_examples: int = 160
+    answer_tokens: int = 64
+    epochs: int = 2
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+
+
+def _trim_to_sentence(text: str) -> str:
+    """``text`` up to its last sentence end, when that keeps at least half of it."""
+    cut = max(text.rfind(mark) for mark in (". ", ".\n", "!\n", "! ", "?\n", "? ", "\n\n"))
+    if text.endswith((".", "!", "?")) or cut < len(text) // 2:
+        return text.strip()
+    return text[: cut + 1].strip()
+
+
+def _sample(items: list[str], count: int, rng: random.Random) -> list[str]:
+    if count > len(items):
+        raise ValueError(f"tsdi_ext: asked for {count} examples, the prompt set has {len(items)}")
+    return rng.sample(items, count)
+
+
+def build_training_examples(
+    reference, tokenizer, settings: RealignSettings, *, harmful: list[str] | None = None,
+    benign: list[str] | None = None, refusals: list[str] | None = None, progress: bool = True,
+) -> list[dict]:
+    """The SFT examples: ``{"prompt": [user message], "completion": [assistant message], "kind"}``.
+
+    Parameters
+    ----------
+    reference, tokenizer
+        The model to realign (it writes the benign targets, greedily) and its tokenizer.
+    settings : RealignSettings
+    harmful, benign, refusals : list of str, optional
+        Override the packaged prompt sets (AdvBench, benign training prompts, refusal targets).
+
+    Returns
+    -------
+    list of dict
+        Harmful examples first, then benign ones; the trainer shuffles them with the seed.
+    """
+    from .generation import generate
+
+    rng = random.Random(settings.seed)
+    harmful = _sample(harmful if harmful is not None else datasets.advbench_prompts(), settings.harmful_examples, rng)
+    benign = _sample(benign if benign is not None else datasets.benign_train_prompts(), settings.benign_examples, rng)
+    refusals = refusals if refusals is not None else datasets.refusal_responses()
+
+    answers: list[str] = []
+    batches = range(0, len(benign), 32)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="reference answers for benign prompts", unit="batch")
+    for start in batches:
+        result = generate(reference, tokenizer, benign[start : start + 32], max_new_tokens=settings.answer_tokens)
+        answers += [_trim_to_sentence(text) for text in result.texts]
+
+    def example(prompt: str, answer: str, kind: str) -> dict:
+        return {
+            "prompt": [{"role": "user", "content": prompt}],
+            "completion": [{"role": "assistant", "content": answer}],
+            "kind": kind,
+        }
+
+    return [example(p, rng.choice(refusals), "harmful") for p in harmful] + [
+        example(p, a, "benign") for p, a in zip(benign, answers) if a
+    ]
+
+
+def _cache_key(base: str, settings: RealignSettings) -> str:
+    digest = hashlib.sha256(json.dumps({"base": base, **asdict(settings)}, sort_keys=True).encode())
+    for prompts in (datasets.advbench_prompts(), datasets.benign_train_prompts(), datasets.refusal_responses()):
+        digest.update("\n".join(prompts).encode())
+    return digest.hexdigest()[:12]
+
+
+def realigned_model_path(base: str = SMOLLM2, settings: RealignSettings = RealignSettings()) -> Path:
+    """Where :func:`realign` keeps (or finds) the realigned model for these settings."""
+    name = Path(base).name if base != SMOLLM2 else "smollm2-135m-instruct"
+    return cache_dir() / f"{name}-realigned-{_cache_key(base, settings)}"
+
+
+def realign(
+    base: str = SMOLLM2, settings: RealignSettings = RealignSettings(), *, output: str | Path | None = None,
+    device: str = "cpu", progress: bool = True, force: bool = False,
+) -> Path:
+    """Safety-realigns ``base`` (see the module docstring) and returns the merged model's directory.
+
+    Parameters
+    ----------
+    base : str
+        ``"smollm2"`` or a local model directory (the reference model).
+    settings : RealignSettings
+    output : path, optional
+        Where to write the model; default :func:`realigned_model_path`, which is reused when it
+        already holds a finished model (unless ``force``).
+    device : str
+        Training device ("cpu", or "cuda" where one is present).
+
+    Returns
+    -------
+    Path
+        A directory loadable with :func:`tsdi_ext.models.load_model`, with ``realign.json``.
+    """
+    try:
+        from datasets import Dataset
+        from peft import LoraConfig
+        from trl import SFTConfig, SFTTrainer
+    except ImportError as error:
+        raise RuntimeError(
+            "tsdi_ext: the realignment needs peft and trl (pip install 'tsdi_ext[replicate]')"
+        ) from error
+
+    target = Path(output) if output is not None else realigned_model_path(base, settings)
+    if (target / "realign.json").is_file() and not force:
+        record = json.loads((target / "realign.json").read_text())
+        if record.get("settings") == asdict(settings) and record.get("base_model") == base:
+            return target
+        if output is not None:
+            raise ValueError(
+                f"tsdi_ext: {target} holds a model realigned with other settings or another base; "
+                "pass force=True (tsdi realign --force) to overwrite it"
+            )
+
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    reference, tokenizer = load_model(base, device=device)
+    examples = build_training_examples(reference, tokenizer, settings, progress=progress)
+    generated = time.perf_counter() - started
+
+    # Right padding while training (what the trainer's collator expects); load_model's left
+    # padding (batched generation) is restored before the tokenizer is saved.
+    train_tokenizer = tokenizer
+    train_tokenizer.padding_side = "right"
+    work = target.with_name(target.name + ".partial")
+    config = SFTConfig(
+        output_dir=str(work / "trainer"),
+        num_train_epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        lr_scheduler_type="linear",
+        warmup_steps=5,
+        logging_steps=5,
+        save_strategy="no",
+        report_to="none",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        completion_only_loss=True,
+        max_length=256,
+        use_cpu=device == "cpu",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    lora = LoraConfig(
+        r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=0.0,
+        target_modules="all-linear", task_type="CAUSAL_LM",
+    )
+    dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    reference.train()
+    trainer = SFTTrainer(model=reference, args=config, train_dataset=dataset, processing_class=train_tokenizer, peft_config=lora)
+    result = trainer.train()
+    merged = trainer.model.merge_and_unload().eval()
+    train_tokenizer.padding_side = "left"
+
+    if work.exists():
+        shutil.rmtree(work)
+    merged.save_pretrained(work)
+    train_tokenizer.save_pretrained(work)
+    import peft
+    import transformers
+    import trl
+
+    record = {
+        "base_model": base,
+        "settings": asdict(settings),
+        "examples": {"harmful": sum(e["kind"] == "harmful" for e in examples),
+                     "benign": sum(e["kind"] == "benign" for e in examples)},
+        "train_loss": result.training_loss,
+        "loss_log": [
+            {"step": entry["step"], "loss": entry["loss"]} for entry in trainer.state.log_history if "loss" in entry
+        ],
+        "seconds": {"reference_answers": round(generated, 1), "total": round(time.perf_counter() - started, 1)},
+        "device": device,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "trl": trl.__version__, "peft": peft.__version__, "python": platform.python_version()},
+        "threads": torch.get_num_threads(),
+        "sample_targets": [
+            {"kind": e["kind"], "prompt": e["prompt"][0]["content"], "target": e["completion"][0]["content"]}
+            for e in (examples[:2] + examples[-2:])
+        ],
+    }
+    (work / "realign.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(work / "trainer", ignore_errors=True)
+    if target.exists():
+        shutil.rmtree(target)
+    work.replace(target)
+    return target
