@@ -806,7 +806,21 @@ def test_response_nll_matches_a_direct_computation(tiny_pair, tokenizer):
     aligned = tiny_pair["aligned"][0]
     sorry = response_nll(aligned, tokenizer, ["how to do it"], ["sorry sorry sorry"])[0]
     assert sorry == pytest.approx(direct_nll(aligned, tokenizer, "how to do it", "sorry sorry sorry"), abs=1e-4)
-    assert sorry < results[1][4] - 5
+    assert sorry < 0.1 < 1.0 < results[1][4]
+
+
+def test_response_nll_with_absolute_positions(tokenizer):
+    # GPT-2 has learned absolute positions (Llama's rotary ones are blind to a shift of every
+    # position): left-padded prompts must be scored at their real positions.
+    from tiny_models import tiny_gpt2
+    from tsdi_ext.replication import response_nll
+
+    model = tiny_gpt2(0)
+    keep = [i for i, r in enumerate(NLL_RESPONSES) if r]
+    want = [direct_nll(model, tokenizer, NLL_PROMPTS[i], NLL_RESPONSES[i]) for i in keep]
+    for batch_size in (1, 4):
+        got = response_nll(model, tokenizer, NLL_PROMPTS, NLL_RESPONSES, batch_size=batch_size)
+        assert [got[i] for i in keep] == pytest.approx(want, abs=1e-4), batch_size
 
 
 def test_response_nll_all_empty_and_no_input(tiny_pair, tokenizer):
@@ -996,6 +1010,22 @@ def test_rescore_reads_responses_without_the_new_fields(sweep_dir, sweep_source)
     assert not (sweep_dir / "summary.md").exists()  # run.json alone (no top_biased_tokens.json)
 
 
+def test_rescore_fluency_skips_empty_answers(sweep_dir, tiny_pair):
+    from tsdi_ext.replication import rescore, response_nll
+
+    records = read_jsonl(sweep_dir / "responses.jsonl")
+    for r in records:
+        if r["kind"] == "benign" and (r["config"] == "aligned" or (r["config"] == "reference" and r["prompt"] == BENIGN[0])):
+            r["response"] = ""
+    (sweep_dir / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = {r["name"]: r for r in rescore(sweep_dir, fluency=tiny_pair["reference"])}
+    assert rows["aligned"]["benign_nll"] != rows["aligned"]["benign_nll"]  # no answer to score: NaN
+    benign = [r for r in records if r["config"] == "reference" and r["kind"] == "benign"]
+    assert [r["response"] == "" for r in benign] == [True, False, False]
+    values = response_nll(*tiny_pair["reference"], [r["prompt"] for r in benign[1:]], [r["response"] for r in benign[1:]])
+    assert rows["reference"]["benign_nll"] == pytest.approx(sum(values) / len(values), rel=1e-6)
+
+
 def test_rescore_errors(tmp_path, sweep_dir):
     from tsdi_ext.replication import rescore
 
@@ -1051,12 +1081,17 @@ def test_rescore_rewrites_the_summary_of_a_replicate_directory(sweep_dir, sweep_
     assert "torch 9.9-test" in summary
     assert "Wall time (s): bias estimation 2, sweep 12" in summary
     assert "- position 0: `'sorry'` +10.00" in summary
-    table = [line for line in summary.splitlines() if line.startswith("| ") and not line.startswith("| configuration")]
-    assert [line.split(" | ")[0][2:] for line in table] == [r["name"] for r in rows]
+    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    lines = summary.splitlines()
+    header = cells(next(line for line in lines if line.startswith("| configuration")))
+    table = [cells(line) for line in lines if line.startswith("| ") and not line.startswith("| configuration")]
+    assert [c[0] for c in table] == [r["name"] for r in rows]
+    column = {name: header.index(name) for name in ("Pareto", "benign NLL")}
     for line, row in zip(table, again):
+        assert len(line) == len(header), line
         # The new verdicts (everything refused), the kept NLL, every row on the front.
-        assert " | 1.000 (" in line and " | 0.000 (" in line, line
-        assert line.endswith(f"| yes | {row['benign_nll']:.2f} |"), line
+        assert line[1].startswith("1.000 (") and line[2].startswith("0.000 ("), line
+        assert line[column["Pareto"]] == "yes" and line[column["benign NLL"]] == f"{row['benign_nll']:.2f}", line
 
     # Without top_biased_tokens.json the summary is left alone.
     (sweep_dir / "top_biased_tokens.json").unlink()

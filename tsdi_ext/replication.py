@@ -157,6 +157,8 @@ def response_nll(model, tokenizer, prompts: Sequence[str], responses: Sequence[s
     """
     from .generation import prepare_prompts
 
+    if len(prompts) != len(responses):
+        raise ValueError("tsdi_ext: prompts and responses must have the same length")
     values: list[float] = []
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
@@ -395,8 +397,10 @@ def rescore(directory: str | Path, scorer: RefusalScorer | None = None, *, fluen
     if not path.is_file():
         raise FileNotFoundError(f"tsdi_ext: {path} does not exist (run 'tsdi sweep' or 'tsdi replicate' first)")
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"tsdi_ext: {path} holds no responses")
     run = json.loads((directory / "run.json").read_text()) if (directory / "run.json").is_file() else None
-    kinds = {name: info["kind"] for name, info in run["sweep"]["sets"].items()} if run else {}
+    kinds = {name: info["kind"] for name, info in run.get("sweep", {}).get("sets", {}).items()} if run else {}
     previous = {}
     if (directory / "sweep.json").is_file():
         previous = {r["name"]: r for r in json.loads((directory / "sweep.json").read_text())}
