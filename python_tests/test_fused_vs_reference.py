@@ -181,3 +181,28 @@ def test_cpu_backend_equals_auto_on_cpu():
     assert torch.equal(
         tsdi_ext.sample(logits, backend="cpu", seed=3)[0], tsdi_ext.sample(logits, seed=3)[0]
     )
+
+
+# The fused CPU kernel brackets the threshold of flat rows (V >= 16384) from a strided sample of
+# 1024 weights and checks that bracket exactly. These rows go through that path (scale <= 1.25),
+# its refusal on concentrated mass (scale 2), and a sample that misses the nucleus entirely.
+@pytest.mark.parametrize("scale", [0.3, 1.0, 1.25, 2.0])
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.99])
+def test_flat_rows_large_vocab(device, scale, top_p):
+    logits = make_logits(6, 32768, kind="normal", device=device, seed=13) * scale
+    check_against_reference(logits, top_p=top_p)
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.1, 0.5, 0.9])
+def test_nucleus_hidden_between_sample_points(device, top_p):
+    # The kernel samples indices j * stride + stride // 2 (stride = V / 1024). 2000 heavy tokens
+    # (w ~ 1) placed elsewhere are invisible to the sample, which sees a uniform background
+    # (w = 0.3) whose scaled total still looks plausible: for small top_p the sampled bracket is
+    # wrong, the exact check rejects it and the pivot passes must find the threshold.
+    vocab, stride = 32768, 32
+    g = torch.Generator().manual_seed(3)
+    logits = torch.full((3, vocab), math.log(0.3))
+    unsampled = (torch.arange(vocab) % stride != stride // 2).nonzero().flatten()
+    heavy = unsampled[torch.randperm(len(unsampled), generator=g)[:2000]]
+    logits[:, heavy] = -torch.rand(3, 2000, generator=g) * 0.05
+    check_against_reference(logits.to(device), top_p=top_p)

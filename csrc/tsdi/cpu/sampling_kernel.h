@@ -5,11 +5,12 @@
 //   pass 1  d_i = logit_i - alpha * bias_i, max d, NaN / +inf detection       (reads logits + bias)
 //   pass 2  w_i = exp((d_i - max d) / T), S = sum w                               (in place)
 //   pass 3  the top-p threshold tau = the largest w such that the mass of {w_i >= tau} is at least
-//           top_p * S: two vectorised pivot passes bracket it, then a mass-weighted radix select on
-//           the float bit patterns (w >= 0, so the bits sort like the values) of the few values
-//           inside the bracket finds it exactly. No sort of V (see top_p_threshold).
-//   pass 4  kept mass per block of kBlock elements, then the inverse-CDF draw in vocabulary order
-//           (or, for sampling_probs, the renormalised probabilities).
+//           top_p * S: a strided sample (flat rows) or a vectorised pivot pass brackets it, one
+//           pass collects the values inside the bracket, then a mass-weighted radix select on
+//           the float bit patterns (w >= 0, so the bits sort like the values) of those few values
+//           finds it exactly, with the kept mass. No sort of V (see top_p_threshold).
+//   pass 4  the inverse-CDF draw in vocabulary order, skipping blocks of kBlock elements by their
+//           kept mass up to the drawn one (or, for sampling_probs, the renormalised probabilities).
 // Inner loops are written over kLanes independent lanes so the compiler vectorises them for the
 // instruction set of each function clone (see sampling_kernels.cpp).
 #pragma once
@@ -42,7 +43,6 @@ struct Workspace {
   std::vector<float> values;      // [V] debiased logits, then exp weights (sampling without probs)
   std::vector<float> candidates;  // [V] values inside the bracket that holds the threshold
   std::vector<float> candidates_next;  // [V] the next, narrower bracket (ping-pong)
-  std::vector<double> block_mass; // [ceil(V / kBlock)] kept mass per block
   double hist_mass[1024];
 };
 
@@ -257,24 +257,46 @@ inline void sort_descending(float* values, int64_t n) {
   }
 }
 
+// Float64 sum of the candidates >= tau.
+TSDI_ALWAYS_INLINE double candidate_mass_at_least(const float* cand, int64_t n, float tau) {
+  double sum = 0.0;
+  for (int64_t k = 0; k < n; ++k) sum += cand[k] >= tau ? static_cast<double>(cand[k]) : 0.0;
+  return sum;
+}
+
 // Exact threshold among candidate values (all >= lo), given the exact mass `above` of the values
 // larger than every candidate: mass-weighted radix select by 10-bit digits from `shift` down, then
-// a sort once few candidates remain. `cand` is compacted in place.
+// a sort once few candidates remain. `cand` is compacted in place. Also sets `kept`, the float64
+// mass of all values >= the threshold (the mass above the remaining candidates plus theirs), so
+// that the draw needs no separate pass to measure the nucleus.
 TSDI_ALWAYS_INLINE float select_threshold(float* cand, int64_t n, float lo, int shift,
-                                          double above, double target, Workspace& ws) {
+                                          double above, double target, Workspace& ws,
+                                          double& kept) {
   for (; shift >= 0 && n > kSortCandidates; shift -= 10) {
     mass_histogram(cand, n, lo, shift, ws.hist_mass);
     const int bucket = crossing_bucket(ws.hist_mass, target, above);
-    if (bucket < 0) return lo;  // rounding left the candidates short: keep them all
+    if (bucket < 0) {  // rounding left the candidates short: keep them all
+      kept = above + candidate_mass_at_least(cand, n, lo);
+      return lo;
+    }
     n = collect_digit(cand, n, lo, shift, static_cast<uint32_t>(bucket), cand);
-    if (shift == 0) return cand[0];  // all remaining candidates have identical bits
+    if (shift == 0) {  // all remaining candidates have identical bits
+      kept = above + candidate_mass_at_least(cand, n, cand[0]);
+      return cand[0];
+    }
   }
   sort_descending(cand, n);
+  const double above_candidates = above;
+  float tau = n > 0 ? cand[n - 1] : lo;
   for (int64_t k = 0; k < n; ++k) {
     above += cand[k];
-    if (above >= target) return cand[k];
+    if (above >= target) {
+      tau = cand[k];
+      break;
+    }
   }
-  return n > 0 ? cand[n - 1] : lo;
+  kept = above_candidates + candidate_mass_at_least(cand, n, tau);
+  return tau;
 }
 
 // Mass of the values >= each of kPivots ascending pivots. Written with GCC/Clang vector types so
@@ -513,6 +535,49 @@ TSDI_ALWAYS_INLINE int64_t collect_bracket(const float* __restrict__ w, int64_t 
   return collect_bracket_portable(w, n, lo, hi, out, above);
 }
 
+// A bracket for the threshold from a strided sample of kSample weights: the sample's mass
+// histogram by the top 10 bits of the float (8 buckets per octave), the bucket where the sample's
+// cumulative mass crosses top_p, widened by kSampleMargin buckets on each side. Returns false
+// when the row is too short or its mass too concentrated for the sample to represent it (the
+// sample's scaled total off by more than a third), i.e. on peaked rows, which the pivot passes
+// handle fast anyway. The bracket is only a guess: the caller checks it exactly.
+constexpr int64_t kSample = 1024;
+constexpr int64_t kSampleMinVocab = 16384;
+constexpr int kSampleMargin = 2;
+constexpr int64_t kProbeMinVocab = 4096;
+#ifndef TSDI_SAMPLE_ESS
+#define TSDI_SAMPLE_ESS 16.0
+#endif
+
+TSDI_ALWAYS_INLINE bool sampled_bracket(const float* w, int64_t vocab, double total, float top_p,
+                                        float floor, Workspace& ws, uint32_t& lo_bits,
+                                        uint32_t& hi_bits) {
+  if (vocab < kSampleMinVocab) return false;
+  const int64_t stride = vocab / kSample;
+  float* sample = ws.candidates_next.data();  // free until the bracketing rounds start
+  double sample_total = 0.0, sample_squares = 0.0;
+  for (int64_t j = 0; j < kSample; ++j) {
+    sample[j] = w[j * stride + stride / 2];
+    sample_total += sample[j];
+    sample_squares += static_cast<double>(sample[j]) * sample[j];
+  }
+  const double estimate = sample_total * static_cast<double>(vocab) / static_cast<double>(kSample);
+  if (!(estimate > 0.75 * total && estimate < 1.33 * total)) return false;
+  // Effective sample size of the mass: when a handful of sampled values carry it, the guess is
+  // worthless. (Lenient on purpose: a wrong guess costs one collection pass, a right one saves a
+  // pivot pass and most of a second round.)
+  if (sample_total * sample_total < TSDI_SAMPLE_ESS * sample_squares) return false;
+  mass_histogram(sample, kSample, 0.0f, 20, ws.hist_mass);
+  double above = 0.0;
+  const int bucket = crossing_bucket(ws.hist_mass, static_cast<double>(top_p) * sample_total, above);
+  if (bucket < 0) return false;
+  const uint32_t lo = static_cast<uint32_t>(bucket > kSampleMargin ? bucket - kSampleMargin : 0) << 20;
+  const uint32_t hi = static_cast<uint32_t>(bucket + kSampleMargin + 1) << 20;
+  lo_bits = lo > float_to_bits(floor) ? lo : float_to_bits(floor);
+  hi_bits = hi < float_to_bits(1.0f) + 1u ? hi : float_to_bits(1.0f) + 1u;
+  return lo_bits < hi_bits;
+}
+
 // Narrows [lo_bits, hi_bits) to the interval between two adjacent of kPivots pivots spread evenly
 // over the bit patterns, the one where the mass above (plus `above`) crosses `target`.
 TSDI_ALWAYS_INLINE void narrow_bracket(const float* values, int64_t n, double above, double target,
@@ -545,8 +610,12 @@ TSDI_ALWAYS_INLINE void narrow_bracket(const float* values, int64_t n, double ab
 // rounding misplaced it, the previous candidates (or, in the first round, the whole row) are
 // selected from instead.
 TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double total, float top_p,
-                                         Workspace& ws) {
-  if (top_p >= 1.0f) return 0.0f;  // everything (w >= 0)
+                                         Workspace& ws, double& kept) {
+  kept = -1.0;  // unknown: the caller measures it
+  if (top_p >= 1.0f) {  // everything (w >= 0)
+    kept = total;
+    return 0.0f;
+  }
   if (top_p <= 0.0f) return 1.0f;  // the maximum (and its ties): w == 1 exactly there
   const double target = static_cast<double>(top_p) * total;
   // Shrunk slightly against rounding in S.
@@ -560,7 +629,48 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   const float* source = w;
   int64_t n = vocab;
   float* buffers[2] = {ws.candidates.data(), ws.candidates_next.data()};
-  for (int round = 0; round < kMaxRounds; ++round) {
+  int first_round = 0;
+  // On rows whose mass is spread thinly, a strided sample places the threshold well enough to
+  // replace the first (full-row, kPivots-wide) pivot pass: one collection pass then checks the
+  // sampled bracket exactly. A wrong bracket only costs that pass: round 0 runs as usual.
+  uint32_t sample_lo = 0, sample_hi = 0;
+  if (sampled_bracket(w, vocab, total, top_p, floor, ws, sample_lo, sample_hi)) {
+    double above_new = 0.0;
+    const int64_t m = collect_bracket(w, vocab, bits_to_float(sample_lo), bits_to_float(sample_hi),
+                                      buffers[0], above_new);
+    double inside = 0.0;
+    for (int64_t k = 0; k < m; ++k) inside += buffers[0][k];
+    if (above_new < target && above_new + inside >= target) {
+      lo_bits = sample_lo;
+      hi_bits = sample_hi;
+      above = above_new;
+      source = buffers[0];
+      n = m;
+      first_round = 1;
+    }
+  }
+  // Otherwise, a probe at the middle of the bracket (in bit patterns: the geometric middle): on
+  // peaked rows the few weights above it already hold top_p of the mass, so one collection pass
+  // yields a short candidate list, where a pivot pass (kPivots masses per value) costs 4x more.
+  // If they do not, the pivot passes search the lower half of the bracket.
+  if (first_round == 0 && vocab >= kProbeMinVocab) {
+    const uint32_t mid = lo_bits + (hi_bits - lo_bits) / 2;
+    double above_new = 0.0;
+    const int64_t m = collect_bracket(w, vocab, bits_to_float(mid), bits_to_float(hi_bits),
+                                      buffers[0], above_new);
+    double inside = 0.0;
+    for (int64_t k = 0; k < m; ++k) inside += buffers[0][k];
+    if (above_new < target && above_new + inside >= target) {
+      lo_bits = mid;
+      above = above_new;
+      source = buffers[0];
+      n = m;
+      first_round = 1;
+    } else if (above_new + inside < target) {
+      hi_bits = mid;  // tau < mid; the full-row pivot masses include the values above mid
+    }
+  }
+  for (int round = first_round; round < kMaxRounds; ++round) {
     if (round > 0 && (n <= kSelectCandidates || hi_bits - lo_bits <= kPivots + 1u)) break;
     uint32_t new_lo = lo_bits, new_hi = hi_bits;
     narrow_bracket(source, n, above, target, new_lo, new_hi);
@@ -580,7 +690,7 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
       if (bucket < 0) return floor;  // rounding: keep everything above the floor
       float* cand = buffers[0];
       const int64_t count = collect_digit(w, vocab, floor, 20, static_cast<uint32_t>(bucket), cand);
-      return select_threshold(cand, count, floor, 10, row_above, target, ws);
+      return select_threshold(cand, count, floor, 10, row_above, target, ws, kept);
     }
     lo_bits = new_lo;
     hi_bits = new_hi;
@@ -590,34 +700,29 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   }
   // `source` is one of the candidate buffers here (round 0 always runs and succeeds or returns).
   return select_threshold(const_cast<float*>(source), n, bits_to_float(lo_bits), 20, above, target,
-                          ws);
+                          ws, kept);
 }
 
-// Pass 4a: kept mass per block; returns the total kept mass (summed in vocabulary order).
-TSDI_ALWAYS_INLINE double kept_block_mass(const float* __restrict__ w, int64_t vocab, float tau,
-                                          double* __restrict__ block_mass) {
-  double total = 0.0;
-  int64_t block = 0;
-  for (int64_t start = 0; start < vocab; start += kBlock, ++block) {
-    const int64_t stop = start + kBlock < vocab ? start + kBlock : vocab;
-    const double sum = mass_at_least(w, start, stop, tau);
-    block_mass[block] = sum;
-    total += sum;
-  }
-  return total;
+// Pass 4a, only where the threshold search did not measure it (top_p <= 0, rounding fallbacks):
+// the kept mass.
+TSDI_ALWAYS_INLINE double kept_mass(const float* __restrict__ w, int64_t vocab, float tau) {
+  return mass_at_least(w, 0, vocab, tau);
 }
 
 // Pass 4b: inverse CDF in vocabulary order: the first kept i whose running kept mass exceeds
 // u * kept_total; the last kept token of non-zero weight if rounding leaves the running mass short.
-TSDI_ALWAYS_INLINE int64_t draw_token(const float* w, int64_t vocab, float tau,
-                                      const double* block_mass, double kept_total, double u) {
+// Whole blocks that end at or below the target are skipped by their kept mass, measured on the way
+// (on average half the row is read).
+TSDI_ALWAYS_INLINE int64_t draw_token(const float* w, int64_t vocab, float tau, double kept_total,
+                                      double u) {
   const double target = u * kept_total;
   double running = 0.0;
   int64_t start = 0;
-  // Skip whole blocks that end at or below the target.
-  for (int64_t block = 0; start < vocab; start += kBlock, ++block) {
-    if (running + block_mass[block] > target) break;
-    running += block_mass[block];
+  for (; start < vocab; start += kBlock) {
+    const int64_t stop = start + kBlock < vocab ? start + kBlock : vocab;
+    const double block_mass = mass_at_least(w, start, stop, tau);
+    if (running + block_mass > target) break;
+    running += block_mass;
   }
   for (int64_t i = start; i < vocab; ++i) {
     if (w[i] >= tau) {
@@ -667,10 +772,11 @@ TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace
     return;
   }
   const double total = exp_weights(work, p.vocab, row_max, 1.0f / rp.temperature);
-  const float tau = top_p_threshold(work, p.vocab, total, rp.top_p, ws);
-  const double kept = kept_block_mass(work, p.vocab, tau, ws.block_mass.data());
+  double kept = 0.0;
+  const float tau = top_p_threshold(work, p.vocab, total, rp.top_p, ws, kept);
+  if (kept < 0.0) kept = kept_mass(work, p.vocab, tau);
   const double u = uniform_from_seed_offset(rp.seed, rp.offset);
-  p.tokens[b] = draw_token(work, p.vocab, tau, ws.block_mass.data(), kept, u);
+  p.tokens[b] = draw_token(work, p.vocab, tau, kept, u);
 }
 
 template <typename In>
@@ -691,8 +797,9 @@ TSDI_ALWAYS_INLINE void probs_row(const SamplingParams& p, int64_t b, Workspace&
     return;
   }
   const double total = exp_weights(out, p.vocab, row_max, 1.0f / rp.temperature);
-  const float tau = top_p_threshold(out, p.vocab, total, rp.top_p, ws);
-  const double kept = kept_block_mass(out, p.vocab, tau, ws.block_mass.data());
+  double kept = 0.0;
+  const float tau = top_p_threshold(out, p.vocab, total, rp.top_p, ws, kept);
+  if (kept < 0.0) kept = kept_mass(out, p.vocab, tau);
   const float scale = static_cast<float>(1.0 / kept);
   for (int64_t i = 0; i < p.vocab; ++i) out[i] = out[i] >= tau ? out[i] * scale : 0.0f;
 }

@@ -21,8 +21,6 @@ void ensure_capacity(Workspace& ws, int64_t vocab) {
   if (ws.values.size() < v) ws.values.resize(v);
   if (ws.candidates.size() < v) ws.candidates.resize(v);
   if (ws.candidates_next.size() < v) ws.candidates_next.resize(v);
-  const size_t blocks = static_cast<size_t>((vocab + detail::kBlock - 1) / detail::kBlock);
-  if (ws.block_mass.size() < blocks) ws.block_mass.resize(blocks);
 }
 
 template <typename In>
