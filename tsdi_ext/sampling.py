@@ -89,23 +89,36 @@ def _row_tensor(name: str, value: torch.Tensor, logits: torch.Tensor, dtype: tor
     return value if value.is_contiguous() else value.contiguous()
 
 
+# Rounded values of the scalars seen so far: a decoding loop passes the same few temperatures and
+# top-p values at every step, and a dict lookup costs a fifth of the struct round trip.
+_FLOAT32_CACHE: dict[float, float] = {}
+
+
 def _to_float32(value: float) -> float:
     """``value`` rounded to float32 (overflowing to +-inf), as every backend will read it."""
+    rounded = _FLOAT32_CACHE.get(value)
+    if rounded is not None:
+        return rounded
     try:
-        return struct.unpack("f", struct.pack("f", value))[0]
+        rounded = struct.unpack("f", struct.pack("f", value))[0]
     except OverflowError:
-        return math.copysign(math.inf, value)
+        rounded = math.copysign(math.inf, value)
+    if len(_FLOAT32_CACHE) < 1024 and value == value:  # NaN is never found again: not cached
+        _FLOAT32_CACHE[value] = rounded
+    return rounded
 
 
-def _float_param(name: str, value, logits: torch.Tensor):
+def _float_param(name: str, value, logits: torch.Tensor, compiling: bool):
     """(per-row tensor or None, scalar) for a float parameter. Python numbers are rounded to
     float32 here, so that every backend sees the same value."""
     if isinstance(value, torch.Tensor):
         return _row_tensor(name, value, logits, torch.float32), 0.0
-    if torch.compiler.is_compiling():
+    if compiling:
         # Traced by torch.compile: a constant or a symbolic number, passed through as is; the op
         # checks it (and reads it as float32) at run time.
         return None, value
+    if type(value) is float:  # the common case first
+        return None, _to_float32(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
             f"tsdi_ext: {name} must be a Python number or a [B] float32 tensor, "
@@ -137,12 +150,13 @@ def _prepare(logits, bias, positions, alpha, temperature, top_p, backend):
     positions = _check_bias(bias, positions, logits)
     if backend not in BACKENDS:
         raise ValueError(f"tsdi_ext: backend must be one of {BACKENDS}, got {backend!r}")
-    alpha_t, alpha_v = _float_param("alpha", alpha, logits)
-    temperature_t, temperature_v = _float_param("temperature", temperature, logits)
-    top_p_t, top_p_v = _float_param("top_p", top_p, logits)
+    compiling = torch.compiler.is_compiling()
+    alpha_t, alpha_v = _float_param("alpha", alpha, logits, compiling)
+    temperature_t, temperature_v = _float_param("temperature", temperature, logits, compiling)
+    top_p_t, top_p_v = _float_param("top_p", top_p, logits, compiling)
     # Scalar checks in eager mode only: under torch.compile a changed float becomes symbolic and
     # cannot be inspected while tracing; the C++ op repeats these checks at run time.
-    if not torch.compiler.is_compiling():
+    if not compiling:
         if not math.isfinite(alpha_v):
             raise ValueError(f"tsdi_ext: alpha must be finite (in float32), got {alpha_v}")
         if not temperature_v >= 0:  # also catches NaN
@@ -157,7 +171,7 @@ def _prepare(logits, bias, positions, alpha, temperature, top_p, backend):
         )
     if backend != "torch":
         _ops.require_native()
-        if logits.device.type == "cuda" and not _ops.cuda_available():
+        if logits.is_cuda and not _ops.cuda_available():
             raise RuntimeError(
                 "tsdi_ext: logits are on CUDA but this build of tsdi_ext has no CUDA kernels "
                 "(rebuild on a machine with nvcc and a CUDA torch, or use backend='torch')"
