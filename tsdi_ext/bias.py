@@ -153,6 +153,19 @@ class BiasTable:
         values, ids = torch.topk(self.bias[position], k, largest=largest)
         return ids.tolist(), values.tolist()
 
+    def describe(self, tokenizer, positions: int = 4, top: int = 10) -> list[dict]:
+        """The ``top`` tokens pushed down (largest bias) and up (smallest) at each of the first
+        ``positions`` positions: ``[{"position", "pushed_down", "pushed_up"}]``, each list of
+        ``{"token", "id", "bias"}`` (what ``tsdi inspect`` prints)."""
+        def tokens(ids, values):
+            return [{"token": tokenizer.decode([i]), "id": i, "bias": v} for i, v in zip(ids, values)]
+
+        return [
+            {"position": t, "pushed_down": tokens(*self.top_tokens(t, top, largest=True)),
+             "pushed_up": tokens(*self.top_tokens(t, top, largest=False))}
+            for t in range(min(positions, self.length))
+        ]
+
 
 @dataclass
 class EstimationSettings:

@@ -74,15 +74,15 @@ def op_demo(args: argparse.Namespace) -> int:
 def _print_inspection(table, tokenizer, positions: int, top: int) -> None:
     print(f"bias table [{table.length}, {table.vocab_size}] | {table.metadata.get('variant', '?')} | "
           f"aligned={table.metadata.get('aligned_model')} reference={table.metadata.get('reference_model')}")
-    for t in range(min(positions, table.length)):
-        down_ids, down = table.top_tokens(t, top, largest=True)
-        up_ids, up = table.top_tokens(t, top, largest=False)
-        fmt = lambda ids, vals: ", ".join(  # noqa: E731
-            f"{tokenizer.decode([i])!r} {v:+.2f}" for i, v in zip(ids, vals)
-        )
-        print(f"  position {t}: pushed down: {fmt(down_ids, down)}")
-        if up and up[0] < 0:  # a clipped (reference-free) table pushes nothing up
-            print(f"              pushed up:   {fmt(up_ids, up)}")
+
+    def fmt(tokens):
+        return ", ".join(f"{e['token']!r} {e['bias']:+.2f}" for e in tokens)
+
+    for entry in table.describe(tokenizer, positions, top):
+        print(f"  position {entry['position']}: pushed down: {fmt(entry['pushed_down'])}")
+        up = entry["pushed_up"]
+        if up and up[0]["bias"] < 0:  # a clipped (reference-free) table pushes nothing up
+            print(f"              pushed up:   {fmt(up)}")
 
 
 def _read_prompts(args) -> list[str]:

@@ -197,8 +197,7 @@ def realign(
 
     # Right padding while training (what the trainer's collator expects); load_model's left
     # padding (batched generation) is restored before the tokenizer is saved.
-    train_tokenizer = tokenizer
-    train_tokenizer.padding_side = "right"
+    tokenizer.padding_side = "right"
     work = target.with_name(target.name + ".partial")
     config = SFTConfig(
         output_dir=str(work / "trainer"),
@@ -224,15 +223,15 @@ def realign(
     )
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     reference.train()
-    trainer = SFTTrainer(model=reference, args=config, train_dataset=dataset, processing_class=train_tokenizer, peft_config=lora)
+    trainer = SFTTrainer(model=reference, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     result = trainer.train()
     merged = trainer.model.merge_and_unload().eval()
-    train_tokenizer.padding_side = "left"
+    tokenizer.padding_side = "left"
 
     if work.exists():
         shutil.rmtree(work)
     merged.save_pretrained(work)
-    train_tokenizer.save_pretrained(work)
+    tokenizer.save_pretrained(work)
     import peft
     import transformers
     import trl

@@ -296,14 +296,11 @@ def run_sweep(
                 alpha=config.alpha, max_new_tokens=max_new_tokens, batch_size=batch_size,
                 temperature=temperature, seed=seed, on_batch=(bar.update if bar is not None else lambda: None),
             )
-            flags = [bool(f) for f in scorer(prompts, texts)]
-            if len(flags) != len(prompts):
-                raise ValueError(f"tsdi_ext: the scorer returned {len(flags)} verdicts for {len(prompts)} responses")
-            refusals = {s.name: [f for f, o in zip(flags, owners) if o == s.name] for s in sets}
+            flags = _judge(scorer, prompts, texts)
+            row, refusals = _score(config, sets, prompts, owners, texts, flags,
+                                   time.perf_counter() - started, fluency)
+            rows.append(row)
             verdicts.append(refusals)
-            rows.append(summarise(config, sets, refusals, time.perf_counter() - started))
-            if fluency is not None:
-                rows[-1]["benign_nll"] = _benign_nll(fluency, sets, prompts, owners, texts)
             if out is not None:
                 for prompt, owner, text, flag in zip(prompts, owners, texts, flags):
                     out.write(json.dumps({"config": config.name, "label": config.label, "model": config.model,
@@ -351,6 +348,24 @@ def paired_with_aligned(rows: list[dict], verdicts: Sequence[dict], sets: Sequen
             became_refusal = sum(x and not a for a, x in pairs)
             row[names[0]], row[names[1]] = (became_answer, became_refusal)
             row[f"{kind}_p"] = mcnemar_exact(became_answer, became_refusal)
+
+
+def _judge(scorer: RefusalScorer, prompts: list[str], texts: list[str]) -> list[bool]:
+    """The scorer's verdicts, one per response."""
+    flags = [bool(f) for f in scorer(prompts, texts)]
+    if len(flags) != len(prompts):
+        raise ValueError(f"tsdi_ext: the scorer returned {len(flags)} verdicts for {len(prompts)} responses")
+    return flags
+
+
+def _score(config, sets, prompts, owners, texts, flags, seconds, fluency) -> tuple[dict, dict]:
+    """One configuration's table row and its verdicts by prompt set, from all its answers
+    (``owners[i]``: the set of answer i) and their verdicts."""
+    refusals = {s.name: [f for f, o in zip(flags, owners) if o == s.name] for s in sets}
+    row = summarise(config, sets, refusals, seconds)
+    if fluency is not None:
+        row["benign_nll"] = _benign_nll(fluency, sets, prompts, owners, texts)
+    return row, refusals
 
 
 def _benign_nll(fluency, sets, prompts, owners, texts) -> float:
@@ -417,18 +432,18 @@ def rescore(directory: str | Path, scorer: RefusalScorer | None = None, *, fluen
             if kind is None:
                 raise ValueError(f"tsdi_ext: {path}: the kind (harmful/benign) of set {set_name!r} is not recorded")
             sets.append(PromptSet(set_name, kind, [r["prompt"] for r in group if r["set"] == set_name]))
-        prompts = [r["prompt"] for s in sets for r in group if r["set"] == s.name]
-        responses = [r["response"] for s in sets for r in group if r["set"] == s.name]
-        flags = ([bool(f) for f in scorer(prompts, responses)] if scorer is not None
-                 else [bool(r["refusal"]) for s in sets for r in group if r["set"] == s.name])
-        owners = [s.name for s in sets for r in group if r["set"] == s.name]
-        refusals = {s.name: [f for f, o in zip(flags, owners) if o == s.name] for s in sets}
+        ordered = [r for s in sets for r in group if r["set"] == s.name]  # grouped by set
+        prompts = [r["prompt"] for r in ordered]
+        responses = [r["response"] for r in ordered]
+        owners = [r["set"] for r in ordered]
+        flags = (_judge(scorer, prompts, responses) if scorer is not None
+                 else [bool(r["refusal"]) for r in ordered])
+        row, refusals = _score(config, sets, prompts, owners, responses, flags,
+                               previous.get(name, {}).get("seconds", 0.0), fluency)
+        if fluency is None and "benign_nll" in previous.get(name, {}):
+            row["benign_nll"] = previous[name]["benign_nll"]
+        rows.append(row)
         verdicts.append(refusals)
-        rows.append(summarise(config, sets, refusals, previous.get(name, {}).get("seconds", 0.0)))
-        if fluency is not None:
-            rows[-1]["benign_nll"] = _benign_nll(fluency, sets, prompts, owners, responses)
-        elif "benign_nll" in previous.get(name, {}):
-            rows[-1]["benign_nll"] = previous[name]["benign_nll"]
     _annotate(rows)
     paired_with_aligned(rows, verdicts, sets)
     write_table(rows, directory)
@@ -520,19 +535,6 @@ def load_scorer(spec: str | None) -> RefusalScorer:
     return target() if isinstance(target, type) else target
 
 
-def _inspection(table, tokenizer, positions: int = 4, top: int = 10) -> list[dict]:
-    entries = []
-    for t in range(min(positions, table.length)):
-        down_ids, down = table.top_tokens(t, top, largest=True)
-        up_ids, up = table.top_tokens(t, top, largest=False)
-        entries.append({
-            "position": t,
-            "pushed_down": [{"token": tokenizer.decode([i]), "id": i, "bias": round(v, 3)} for i, v in zip(down_ids, down)],
-            "pushed_up": [{"token": tokenizer.decode([i]), "id": i, "bias": round(v, 3)} for i, v in zip(up_ids, up)],
-        })
-    return entries
-
-
 def _paired_cell(row: dict, kind: str) -> str:
     keys = ("harmful_refusals_lost", "harmful_refusals_gained") if kind == "harmful" else (
         "benign_answers_gained", "benign_answers_lost")
@@ -603,7 +605,11 @@ def replicate(
     )
     seconds["bias estimation"] = time.perf_counter() - mark
     table.save(output / "bias.safetensors")
-    inspection = _inspection(table, tokenizer)
+    inspection = [
+        {**entry, **{side: [{**e, "bias": round(e["bias"], 3)} for e in entry[side]]
+                     for side in ("pushed_down", "pushed_up")}}
+        for entry in table.describe(tokenizer, positions=4, top=10)
+    ]
     (output / "top_biased_tokens.json").write_text(json.dumps(inspection, indent=2, ensure_ascii=False) + "\n")
     # The same view as `tsdi inspect bias.safetensors`, kept as text.
     import contextlib

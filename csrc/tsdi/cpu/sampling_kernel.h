@@ -578,6 +578,28 @@ TSDI_ALWAYS_INLINE bool sampled_bracket(const float* w, int64_t vocab, double to
   return lo_bits < hi_bits;
 }
 
+// One collection pass for the bracket [lo_bits, hi_bits): the values of `values` inside it go to
+// `out`. `above` is the exact mass of the values >= hi (those of `values` plus `above_before`, the
+// mass of the values larger than all of `values`), `inside` that of the collected ones.
+struct Collected {
+  int64_t count;
+  double above;
+  double inside;
+  // The bracket holds the threshold: the mass above it falls short of the target, with the
+  // values inside it it does not.
+  bool holds(double target) const { return above < target && above + inside >= target; }
+};
+
+TSDI_ALWAYS_INLINE Collected collect_and_weigh(const float* values, int64_t n, uint32_t lo_bits,
+                                               uint32_t hi_bits, double above_before,
+                                               float* out) {
+  Collected c{0, 0.0, 0.0};
+  c.count = collect_bracket(values, n, bits_to_float(lo_bits), bits_to_float(hi_bits), out, c.above);
+  for (int64_t k = 0; k < c.count; ++k) c.inside += out[k];
+  c.above += above_before;
+  return c;
+}
+
 // Narrows [lo_bits, hi_bits) to the interval between two adjacent of kPivots pivots spread evenly
 // over the bit patterns, the one where the mass above (plus `above`) crosses `target`.
 TSDI_ALWAYS_INLINE void narrow_bracket(const float* values, int64_t n, double above, double target,
@@ -635,17 +657,13 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   // sampled bracket exactly. A wrong bracket only costs that pass: round 0 runs as usual.
   uint32_t sample_lo = 0, sample_hi = 0;
   if (sampled_bracket(w, vocab, total, top_p, floor, ws, sample_lo, sample_hi)) {
-    double above_new = 0.0;
-    const int64_t m = collect_bracket(w, vocab, bits_to_float(sample_lo), bits_to_float(sample_hi),
-                                      buffers[0], above_new);
-    double inside = 0.0;
-    for (int64_t k = 0; k < m; ++k) inside += buffers[0][k];
-    if (above_new < target && above_new + inside >= target) {
+    const Collected c = collect_and_weigh(w, vocab, sample_lo, sample_hi, 0.0, buffers[0]);
+    if (c.holds(target)) {
       lo_bits = sample_lo;
       hi_bits = sample_hi;
-      above = above_new;
+      above = c.above;
       source = buffers[0];
-      n = m;
+      n = c.count;
       first_round = 1;
     }
   }
@@ -655,18 +673,14 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   // If they do not, the pivot passes search the lower half of the bracket.
   if (first_round == 0 && vocab >= kProbeMinVocab) {
     const uint32_t mid = lo_bits + (hi_bits - lo_bits) / 2;
-    double above_new = 0.0;
-    const int64_t m = collect_bracket(w, vocab, bits_to_float(mid), bits_to_float(hi_bits),
-                                      buffers[0], above_new);
-    double inside = 0.0;
-    for (int64_t k = 0; k < m; ++k) inside += buffers[0][k];
-    if (above_new < target && above_new + inside >= target) {
+    const Collected c = collect_and_weigh(w, vocab, mid, hi_bits, 0.0, buffers[0]);
+    if (c.holds(target)) {
       lo_bits = mid;
-      above = above_new;
+      above = c.above;
       source = buffers[0];
-      n = m;
+      n = c.count;
       first_round = 1;
-    } else if (above_new + inside < target) {
+    } else if (c.above + c.inside < target) {
       hi_bits = mid;  // tau < mid; the full-row pivot masses include the values above mid
     }
   }
@@ -675,13 +689,8 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
     uint32_t new_lo = lo_bits, new_hi = hi_bits;
     narrow_bracket(source, n, above, target, new_lo, new_hi);
     float* dest = buffers[round & 1];
-    double above_new = 0.0;
-    const int64_t m = collect_bracket(source, n, bits_to_float(new_lo), bits_to_float(new_hi),
-                                      dest, above_new);
-    double inside = 0.0;
-    for (int64_t k = 0; k < m; ++k) inside += dest[k];
-    above_new += above;
-    if (!(above_new < target && above_new + inside >= target)) {
+    const Collected c = collect_and_weigh(source, n, new_lo, new_hi, above, dest);
+    if (!c.holds(target)) {
       if (round > 0) break;  // select among the previous round's candidates
       // First round misplaced by rounding (rare): radix select over the whole row.
       double row_above = 0.0;
@@ -694,9 +703,9 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
     }
     lo_bits = new_lo;
     hi_bits = new_hi;
-    above = above_new;
+    above = c.above;
     source = dest;
-    n = m;
+    n = c.count;
   }
   // `source` is one of the candidate buffers here (round 0 always runs and succeeds or returns).
   return select_threshold(const_cast<float*>(source), n, bits_to_float(lo_bits), 20, above, target,
