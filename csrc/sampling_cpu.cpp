@@ -32,7 +32,12 @@ int64_t grain_rows(int64_t vocab) { return vocab >= 16384 ? 1 : (16384 + vocab -
 
 template <typename RowsFn>
 void for_each_row_range(const tsdi::SamplingParams& p, RowsFn rows_fn) {
-  at::parallel_for(0, p.batch, grain_rows(p.vocab), [&](int64_t begin, int64_t end) {
+  const int64_t grain = grain_rows(p.vocab);
+  if (p.batch <= grain) {  // one task: on this thread, without entering a parallel region
+    if (p.batch > 0) rows_fn(p, 0, p.batch, thread_workspace());
+    return;
+  }
+  at::parallel_for(0, p.batch, grain, [&](int64_t begin, int64_t end) {
     rows_fn(p, begin, end, thread_workspace());
   });
 }

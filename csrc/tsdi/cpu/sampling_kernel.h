@@ -1,14 +1,15 @@
 // Fused CPU kernel for debiased top-p sampling: torch-free, one row at a time.
 //
 // Per row b (V = vocabulary size):
-// (elementwise arithmetic in float32, every sum of masses in float64)
+// (elementwise arithmetic in float32, sums of masses in float64; the AVX-512 exp pass adds pairs
+// of weights in float32 before widening)
 //   pass 1  d_i = logit_i - alpha * bias_i, max d, NaN / +inf detection       (reads logits + bias)
 //   pass 2  w_i = exp((d_i - max d) / T), S = sum w                               (in place)
 //   pass 3  the top-p threshold tau = the largest w such that the mass of {w_i >= tau} is at least
-//           top_p * S: a strided sample (flat rows) or a vectorised pivot pass brackets it, one
-//           pass collects the values inside the bracket, then a mass-weighted radix select on
-//           the float bit patterns (w >= 0, so the bits sort like the values) of those few values
-//           finds it exactly, with the kept mass. No sort of V (see top_p_threshold).
+//           top_p * S: a strided sample (peaked or flat rows) or vectorised probe and pivot passes
+//           bracket it, one pass collects the values inside the bracket, then a mass-weighted
+//           radix select on the float bit patterns (w >= 0, so the bits sort like the values) of
+//           those values finds it exactly, with the kept mass. No sort of V (see top_p_threshold).
 //   pass 4  the inverse-CDF draw in vocabulary order, skipping blocks of kBlock elements by their
 //           kept mass up to the drawn one (or, for sampling_probs, the renormalised probabilities).
 // Inner loops are written over kLanes independent lanes so the compiler vectorises them for the
@@ -176,31 +177,48 @@ TSDI_ALWAYS_INLINE double exp_in_place(float* __restrict__ w, int64_t vocab, flo
   return total;
 }
 
-// Histogram of mass by digit ((bits >> shift) & 1023) over the values >= floor. Branch-free:
-// values below the floor land in one of kDiscard discard buckets, and four interleaved
-// sub-histograms keep repeated buckets from serialising on store-to-load forwarding.
-TSDI_ALWAYS_INLINE void mass_histogram(const float* __restrict__ values, int64_t n, float floor,
-                                       int shift, double* hist_mass) {
+// Histogram of mass over a bracket of float bit patterns: value v with bits in
+// [lo_bits, lo_bits + (buckets << shift)) goes to bucket (bits - lo_bits) >> shift, others are
+// discarded (below lo_bits the unsigned difference wraps to >= 2^31, beyond every bucket since
+// shift <= 21). Branch-free: discarded values land in one of kDiscard spare buckets, and four
+// interleaved sub-histograms keep repeated buckets from serialising on store-to-load forwarding.
+// Only the buckets in use are cleared, so narrow brackets cost little beyond the values.
+TSDI_ALWAYS_INLINE void bracket_histogram(const float* __restrict__ values, int64_t n,
+                                          uint32_t lo_bits, int shift, int buckets,
+                                          double* hist_mass) {
   constexpr uint32_t kDiscard = 8;
   double sub[4][kHistBuckets + kDiscard];
+  const uint32_t used = static_cast<uint32_t>(buckets);
   for (int k = 0; k < 4; ++k) {
-    for (uint32_t b = 0; b < kHistBuckets + kDiscard; ++b) sub[k][b] = 0.0;
+    for (uint32_t b = 0; b < used + kDiscard; ++b) sub[k][b] = 0.0;
   }
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
     for (int k = 0; k < 4; ++k) {
       const float v = values[i + k];
-      const uint32_t discard = kHistBuckets + (static_cast<uint32_t>(i >> 2) & (kDiscard - 1));
-      const uint32_t digit = v >= floor ? (float_to_bits(v) >> shift) & 1023u : discard;
-      sub[k][digit] += v;
+      const uint32_t discard = used + (static_cast<uint32_t>(i >> 2) & (kDiscard - 1));
+      const uint32_t digit = (float_to_bits(v) - lo_bits) >> shift;
+      sub[k][digit < used ? digit : discard] += v;
     }
   }
   for (; i < n; ++i) {
     const float v = values[i];
-    const uint32_t digit = v >= floor ? (float_to_bits(v) >> shift) & 1023u : kHistBuckets;
-    sub[0][digit] += v;
+    const uint32_t digit = (float_to_bits(v) - lo_bits) >> shift;
+    sub[0][digit < used ? digit : used] += v;
   }
-  for (int b = 0; b < kHistBuckets; ++b) hist_mass[b] = (sub[0][b] + sub[1][b]) + (sub[2][b] + sub[3][b]);
+  for (uint32_t b = 0; b < used; ++b) {
+    hist_mass[b] = (sub[0][b] + sub[1][b]) + (sub[2][b] + sub[3][b]);
+  }
+}
+
+// The smallest shift that maps the bit patterns [lo_bits, hi_bits) onto at most kHistBuckets
+// buckets, and how many buckets that makes.
+TSDI_ALWAYS_INLINE int bracket_shift(uint32_t lo_bits, uint32_t hi_bits, int& buckets) {
+  const uint32_t last = hi_bits - lo_bits - 1u;
+  int shift = 0;
+  while ((last >> shift) >= static_cast<uint32_t>(kHistBuckets)) ++shift;
+  buckets = static_cast<int>(last >> shift) + 1;
+  return shift;
 }
 
 // Copies the values v with keep(v) to `out`, in order; returns how many. `out` may alias `values`
@@ -226,20 +244,35 @@ TSDI_ALWAYS_INLINE int64_t compact_if(const float* values, int64_t n, float* out
   return count;
 }
 
-// Copies the values >= floor whose digit at `shift` equals `digit` to `out`; returns how many.
-TSDI_ALWAYS_INLINE int64_t collect_digit(const float* values, int64_t n, float floor, int shift,
-                                         uint32_t digit, float* out) {
-  return compact_if(values, n, out, [=](float v) -> int32_t {
-    return v >= floor && ((float_to_bits(v) >> shift) & 1023u) == digit;
+// Keeps (in place, in order) the values whose bit patterns lie in [lo_bits, hi_bits); returns how
+// many.
+TSDI_ALWAYS_INLINE int64_t keep_bits_in(float* values, int64_t n, uint32_t lo_bits,
+                                        uint32_t hi_bits) {
+  return compact_if(values, n, values, [=](float v) -> int32_t {
+    const uint32_t bits = float_to_bits(v);
+    return (bits >= lo_bits) & (bits < hi_bits);
   });
 }
 
-// Scans buckets from the top; returns the bucket in which the mass reaches `target` (adding the
-// mass of the buckets above to `above`), or -1 if rounding left the total short of it.
-TSDI_ALWAYS_INLINE int crossing_bucket(const double* hist_mass, double target, double& above) {
-  for (int k = 1023; k >= 0; --k) {
-    if (above + hist_mass[k] >= target) return k;
-    above += hist_mass[k];
+// Scans the buckets from the top; returns the one in which the mass reaches `target` (adding the
+// mass of the buckets above it to `above`), or -1 if rounding left the total short of it (then
+// `above` holds the total). Groups of 16 buckets are summed first (independent adds) and skipped
+// whole, so the serial chain of dependent adds is about buckets / 16 + 16 long, not `buckets`.
+TSDI_ALWAYS_INLINE int crossing_bucket(const double* hist_mass, int buckets, double target,
+                                       double& above) {
+  constexpr int kGroup = 16;
+  for (int begin = (buckets - 1) / kGroup * kGroup; begin >= 0; begin -= kGroup) {
+    const int end = begin + kGroup < buckets ? begin + kGroup : buckets;
+    double group = 0.0;
+    for (int k = begin; k < end; ++k) group += hist_mass[k];
+    if (above + group >= target) {
+      for (int k = end - 1; k >= begin; --k) {
+        if (above + hist_mass[k] >= target) return k;
+        above += hist_mass[k];
+      }
+      continue;  // rounding of the group sum: `above` now holds the group, bucket by bucket
+    }
+    above += group;
   }
   return -1;
 }
@@ -264,22 +297,29 @@ TSDI_ALWAYS_INLINE double candidate_mass_at_least(const float* cand, int64_t n, 
   return sum;
 }
 
-// Exact threshold among candidate values (all >= lo), given the exact mass `above` of the values
-// larger than every candidate: mass-weighted radix select by 10-bit digits from `shift` down, then
-// a sort once few candidates remain. `cand` is compacted in place. Also sets `kept`, the float64
-// mass of all values >= the threshold (the mass above the remaining candidates plus theirs), so
-// that the draw needs no separate pass to measure the nucleus.
-TSDI_ALWAYS_INLINE float select_threshold(float* cand, int64_t n, float lo, int shift,
-                                          double above, double target, Workspace& ws,
-                                          double& kept) {
-  for (; shift >= 0 && n > kSortCandidates; shift -= 10) {
-    mass_histogram(cand, n, lo, shift, ws.hist_mass);
-    const int bucket = crossing_bucket(ws.hist_mass, target, above);
+// Exact threshold among candidate values, all with bit patterns in [lo_bits, hi_bits), given the
+// exact mass `above` of the values larger than every candidate: a mass-weighted radix select over
+// the bracket (each round histograms the candidates over at most kHistBuckets buckets spanning the
+// current bracket, keeps the bucket where the mass crosses the target and narrows the bracket to
+// it), then a sort once few candidates remain. `cand` is compacted in place. Also sets `kept`, the
+// float64 mass of all values >= the threshold (the mass above the remaining candidates plus
+// theirs), so that the draw needs no separate pass to measure the nucleus.
+TSDI_ALWAYS_INLINE float select_threshold(float* cand, int64_t n, uint32_t lo_bits,
+                                          uint32_t hi_bits, double above, double target,
+                                          Workspace& ws, double& kept) {
+  while (n > kSortCandidates) {
+    int buckets = 0;
+    const int shift = bracket_shift(lo_bits, hi_bits, buckets);
+    bracket_histogram(cand, n, lo_bits, shift, buckets, ws.hist_mass);
+    const double above_bracket = above;
+    const int bucket = crossing_bucket(ws.hist_mass, buckets, target, above);
     if (bucket < 0) {  // rounding left the candidates short: keep them all
-      kept = above + candidate_mass_at_least(cand, n, lo);
-      return lo;
+      kept = above_bracket + candidate_mass_at_least(cand, n, bits_to_float(lo_bits));
+      return bits_to_float(lo_bits);
     }
-    n = collect_digit(cand, n, lo, shift, static_cast<uint32_t>(bucket), cand);
+    lo_bits += static_cast<uint32_t>(bucket) << shift;
+    if (hi_bits - lo_bits > (1u << shift)) hi_bits = lo_bits + (1u << shift);
+    n = keep_bits_in(cand, n, lo_bits, hi_bits);
     if (shift == 0) {  // all remaining candidates have identical bits
       kept = above + candidate_mass_at_least(cand, n, cand[0]);
       return cand[0];
@@ -287,7 +327,7 @@ TSDI_ALWAYS_INLINE float select_threshold(float* cand, int64_t n, float lo, int 
   }
   sort_descending(cand, n);
   const double above_candidates = above;
-  float tau = n > 0 ? cand[n - 1] : lo;
+  float tau = n > 0 ? cand[n - 1] : bits_to_float(lo_bits);
   for (int64_t k = 0; k < n; ++k) {
     above += cand[k];
     if (above >= target) {
@@ -453,49 +493,67 @@ __attribute__((target("avx512f,avx512dq"))) inline void pivot_masses_avx512(
   }
 }
 
-// AVX-512 exp pass: the same reduction and polynomial as exp_nonpositive, with explicit fused
-// multiply-adds (the build disables FP contraction so that the debiasing rounds as specified; the
-// polynomial's last-bit differences do not matter), and float64 lane sums.
+// AVX-512 exp of 16 lanes: the same reduction and polynomial as exp_nonpositive, with explicit
+// fused multiply-adds (the build disables FP contraction so that the debiasing rounds as
+// specified; the polynomial's last-bit differences do not matter). Lanes outside `lanes` and
+// lanes below -86 give exactly 0.
+__attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512 exp16_avx512(
+    __m512 d, __m512 max_v, __m512 scale_v, __mmask16 lanes) {
+  const __m512 lowest = _mm512_set1_ps(-86.0f), round_v = _mm512_set1_ps(12582912.0f);
+  const __m512 x = _mm512_mul_ps(_mm512_sub_ps(d, max_v), scale_v);
+  const __mmask16 underflow = _mm512_cmp_ps_mask(x, lowest, _CMP_LT_OQ);  // also x = -inf
+  const __m512 xc = _mm512_max_ps(x, lowest);
+  __m512 nf = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), round_v);
+  // bits of 12582912.0f: the integer n sits in the low mantissa bits
+  const __m512i n_int = _mm512_sub_epi32(_mm512_castps_si512(nf), _mm512_set1_epi32(0x4B400000));
+  nf = _mm512_sub_ps(nf, round_v);
+  __m512 r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-0.693359375f), xc);
+  r = _mm512_fmadd_ps(nf, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(_mm512_mul_ps(y, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512 e = _mm512_castsi512_ps(
+      _mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(n_int, 23)));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(lanes & ~underflow), e);
+}
+
+// Adds the 16 float lanes of `e` to 8 float64 lanes, summing two floats per lane first: one
+// float -> double conversion instead of two (the conversions bound the loop), at a relative cost
+// of at most 2^-24 per pair (measured: 5e-11 of the row total).
+__attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512d add_pairs_pd(__m512d sum,
+                                                                                   __m512 e) {
+  return _mm512_add_pd(
+      sum, _mm512_cvtps_pd(_mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps(e, 1))));
+}
+
+// AVX-512 exp pass: w = exp((d - max) * scale) in place; returns the float64 sum. Two vectors per
+// iteration without masks; the tail goes through the same vector code under a mask (a scalar tail
+// would round differently, without FMA, and break exact ties between tail and body elements).
 __attribute__((target("avx512f,avx512dq"))) inline double exp_in_place_avx512(
     float* __restrict__ w, int64_t n, float row_max, float scale) {
   const __m512 max_v = _mm512_set1_ps(row_max), scale_v = _mm512_set1_ps(scale);
-  const __m512 lowest = _mm512_set1_ps(-86.0f), round_v = _mm512_set1_ps(12582912.0f);
-  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-  const __m512 c1 = _mm512_set1_ps(-0.693359375f), c2 = _mm512_set1_ps(2.12194440e-4f);
-  const __m512 p0 = _mm512_set1_ps(1.9875691500e-4f), p1 = _mm512_set1_ps(1.3981999507e-3f);
-  const __m512 p2 = _mm512_set1_ps(8.3334519073e-3f), p3 = _mm512_set1_ps(4.1665795894e-2f);
-  const __m512 p4 = _mm512_set1_ps(1.6666665459e-1f), p5 = _mm512_set1_ps(5.0000001201e-1f);
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512i round_bits = _mm512_set1_epi32(0x4B400000);  // bits of 12582912.0f
-  __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
-  // The tail goes through the same vector code under a mask: a scalar tail would round differently
-  // (no FMA) and break exact ties between tail and body elements.
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 lanes =
-        n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
-    const __m512 d = _mm512_maskz_loadu_ps(lanes, w + i);
-    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(d, max_v), scale_v);
-    const __mmask16 underflow = _mm512_cmp_ps_mask(x, lowest, _CMP_LT_OQ);  // also x = -inf
-    const __m512 xc = _mm512_max_ps(x, lowest);
-    __m512 nf = _mm512_fmadd_ps(xc, log2e, round_v);
-    const __m512i n_int = _mm512_sub_epi32(_mm512_castps_si512(nf), round_bits);
-    nf = _mm512_sub_ps(nf, round_v);
-    __m512 r = _mm512_fmadd_ps(nf, c1, xc);
-    r = _mm512_fmadd_ps(nf, c2, r);
-    __m512 y = _mm512_fmadd_ps(p0, r, p1);
-    y = _mm512_fmadd_ps(y, r, p2);
-    y = _mm512_fmadd_ps(y, r, p3);
-    y = _mm512_fmadd_ps(y, r, p4);
-    y = _mm512_fmadd_ps(y, r, p5);
-    y = _mm512_fmadd_ps(_mm512_mul_ps(y, r), r, _mm512_add_ps(r, one));
-    __m512 e = _mm512_castsi512_ps(
-        _mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(n_int, 23)));
-    e = _mm512_maskz_mov_ps(static_cast<__mmask16>(lanes & ~underflow), e);
-    _mm512_mask_storeu_ps(w + i, lanes, e);
-    sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-    sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+  constexpr __mmask16 kAll = 0xFFFF;
+  __m512d sum_a = _mm512_setzero_pd(), sum_b = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 e = exp16_avx512(_mm512_loadu_ps(w + i), max_v, scale_v, kAll);
+    const __m512 f = exp16_avx512(_mm512_loadu_ps(w + i + 16), max_v, scale_v, kAll);
+    _mm512_storeu_ps(w + i, e);
+    _mm512_storeu_ps(w + i + 16, f);
+    sum_a = add_pairs_pd(sum_a, e);
+    sum_b = add_pairs_pd(sum_b, f);
   }
-  return _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi));
+  for (; i < n; i += 16) {
+    const __mmask16 lanes =
+        n - i >= 16 ? kAll : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    const __m512 e = exp16_avx512(_mm512_maskz_loadu_ps(lanes, w + i), max_v, scale_v, lanes);
+    _mm512_mask_storeu_ps(w + i, lanes, e);
+    sum_a = add_pairs_pd(sum_a, e);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(sum_a, sum_b));
 }
 
 // True when the AVX-512 routines may run. TSDI_EXT_CPU_PORTABLE=1 (read once) forces the portable
@@ -535,12 +593,12 @@ TSDI_ALWAYS_INLINE int64_t collect_bracket(const float* __restrict__ w, int64_t 
   return collect_bracket_portable(w, n, lo, hi, out, above);
 }
 
-// A bracket for the threshold from a strided sample of kSample weights: the sample's mass
-// histogram by the top 10 bits of the float (8 buckets per octave), the bucket where the sample's
-// cumulative mass crosses top_p, widened by kSampleMargin buckets on each side. Returns false
-// when the row is too short or its mass too concentrated for the sample to represent it (the
-// sample's scaled total off by more than a third), i.e. on peaked rows, which the pivot passes
-// handle fast anyway. The bracket is only a guess: the caller checks it exactly.
+// A strided sample of kSample weights (one every vocab / kSample), for rows of at least
+// kSampleMinVocab values. It guides the threshold search in two ways:
+// - how many weights reach the floor (a count, which a sample estimates well on any row): when
+//   few do (peaked rows), one pass collects them all and the radix select runs on them alone;
+// - where the threshold lies (a mass quantile, which it estimates well only on flat rows; see
+//   sampled_bracket).
 constexpr int64_t kSample = 1024;
 constexpr int64_t kSampleMinVocab = 16384;
 constexpr int kSampleMargin = 2;
@@ -548,33 +606,78 @@ constexpr int64_t kProbeMinVocab = 4096;
 #ifndef TSDI_SAMPLE_ESS
 #define TSDI_SAMPLE_ESS 16.0
 #endif
+// Collect every weight >= floor when the sample says at most 1/kCollectAllShare of them do: the
+// select then costs about as much as the collection pass, where the probe and pivot passes would
+// read the whole row two or three more times.
+#ifndef TSDI_COLLECT_ALL_SHARE
+#define TSDI_COLLECT_ALL_SHARE 4
+#endif
 
-TSDI_ALWAYS_INLINE bool sampled_bracket(const float* w, int64_t vocab, double total, float top_p,
-                                        float floor, Workspace& ws, uint32_t& lo_bits,
-                                        uint32_t& hi_bits) {
-  if (vocab < kSampleMinVocab) return false;
+struct StridedSample {
+  const float* values;     // [kSample]
+  double total;            // sum of the values
+  double squares;          // sum of their squares
+  int64_t at_least_floor;  // how many are >= floor
+};
+
+TSDI_ALWAYS_INLINE StridedSample draw_strided_sample(const float* w, int64_t vocab, float floor,
+                                                     Workspace& ws) {
   const int64_t stride = vocab / kSample;
   float* sample = ws.candidates_next.data();  // free until the bracketing rounds start
-  double sample_total = 0.0, sample_squares = 0.0;
-  for (int64_t j = 0; j < kSample; ++j) {
-    sample[j] = w[j * stride + stride / 2];
-    sample_total += sample[j];
-    sample_squares += static_cast<double>(sample[j]) * sample[j];
+  for (int64_t j = 0; j < kSample; ++j) sample[j] = w[j * stride + stride / 2];
+  // float64 lane sums (kSample is a multiple of kLanes): one serial float64 chain would cost
+  // kSample dependent adds.
+  double lane_total[kLanes] = {}, lane_squares[kLanes] = {};
+  int32_t lane_count[kLanes] = {};
+  for (int64_t j = 0; j < kSample; j += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const double v = sample[j + l];
+      lane_total[l] += v;
+      lane_squares[l] += v * v;
+      lane_count[l] += sample[j + l] >= floor;
+    }
   }
-  const double estimate = sample_total * static_cast<double>(vocab) / static_cast<double>(kSample);
+  StridedSample s{sample, 0.0, 0.0, 0};
+  for (int l = 0; l < kLanes; ++l) {
+    s.total += lane_total[l];
+    s.squares += lane_squares[l];
+    s.at_least_floor += lane_count[l];
+  }
+  return s;
+}
+
+// A bracket for the threshold from the sample: the sample's mass histogram by the top 10 bits of
+// the float (8 buckets per octave), the bucket where the sample's cumulative mass crosses top_p,
+// widened by kSampleMargin buckets on each side. Returns false when the row's mass is too
+// concentrated for the sample to represent it (the sample's scaled total off by more than a
+// third, or too few sampled values carrying its mass), i.e. on peaked rows. The bracket is only a
+// guess: the caller checks it exactly.
+TSDI_ALWAYS_INLINE bool sampled_bracket(const StridedSample& sample, int64_t vocab, double total,
+                                        float top_p, float floor, Workspace& ws,
+                                        uint32_t& lo_bits, uint32_t& hi_bits) {
+  const double estimate = sample.total * static_cast<double>(vocab) / static_cast<double>(kSample);
   if (!(estimate > 0.75 * total && estimate < 1.33 * total)) return false;
   // Effective sample size of the mass: when a handful of sampled values carry it, the guess is
   // worthless. (Lenient on purpose: a wrong guess costs one collection pass, a right one saves a
   // pivot pass and most of a second round.)
-  if (sample_total * sample_total < TSDI_SAMPLE_ESS * sample_squares) return false;
-  mass_histogram(sample, kSample, 0.0f, 20, ws.hist_mass);
+  if (sample.total * sample.total < TSDI_SAMPLE_ESS * sample.squares) return false;
+  // Buckets of the top bits (8 per octave) from the floor's up to 1's: sampled values below the
+  // floor are discarded (tau >= floor anyway).
+  constexpr uint32_t kOctave8 = 1u << 20;
+  const uint32_t one_bits = float_to_bits(1.0f);
+  const uint32_t base = float_to_bits(floor) & ~(kOctave8 - 1u);
+  const int buckets = static_cast<int>((one_bits - base) >> 20) + 1;
+  bracket_histogram(sample.values, kSample, base, 20, buckets, ws.hist_mass);
   double above = 0.0;
-  const int bucket = crossing_bucket(ws.hist_mass, static_cast<double>(top_p) * sample_total, above);
+  const int bucket =
+      crossing_bucket(ws.hist_mass, buckets, static_cast<double>(top_p) * sample.total, above);
   if (bucket < 0) return false;
-  const uint32_t lo = static_cast<uint32_t>(bucket > kSampleMargin ? bucket - kSampleMargin : 0) << 20;
-  const uint32_t hi = static_cast<uint32_t>(bucket + kSampleMargin + 1) << 20;
+  const uint32_t lo =
+      base + (static_cast<uint32_t>(bucket > kSampleMargin ? bucket - kSampleMargin : 0) << 20);
+  const uint32_t hi = base + (static_cast<uint32_t>(bucket + kSampleMargin + 1) << 20);
   lo_bits = lo > float_to_bits(floor) ? lo : float_to_bits(floor);
-  hi_bits = hi < float_to_bits(1.0f) + 1u ? hi : float_to_bits(1.0f) + 1u;
+  hi_bits = hi < one_bits + 1u ? hi : one_bits + 1u;
   return lo_bits < hi_bits;
 }
 
@@ -595,7 +698,7 @@ TSDI_ALWAYS_INLINE Collected collect_and_weigh(const float* values, int64_t n, u
                                                float* out) {
   Collected c{0, 0.0, 0.0};
   c.count = collect_bracket(values, n, bits_to_float(lo_bits), bits_to_float(hi_bits), out, c.above);
-  for (int64_t k = 0; k < c.count; ++k) c.inside += out[k];
+  c.inside = mass_at_least(out, 0, c.count, 0.0f);  // lane sums: a serial float64 chain is slow
   c.above += above_before;
   return c;
 }
@@ -623,14 +726,19 @@ TSDI_ALWAYS_INLINE void narrow_bracket(const float* values, int64_t n, double ab
 // Pass 3: the nucleus threshold tau; the nucleus is {i : w_i >= tau} (see the header comment).
 //  1. A floor: the tokens below floor = (1 - top_p) * S / V hold at most (1 - top_p) * S of mass,
 //     so tau >= floor, and the bracket [floor, 1] holds tau.
-//  2. Rounds of: one vectorised pass measures the mass above kPivots pivots spread evenly over the
-//     float bit patterns of the bracket, keeping the sub-interval where the mass crosses top_p * S;
-//     one pass collects the values inside it (and the exact float64 mass above it). The first round
-//     reads the row, later ones only the shrinking candidate list.
-//  3. An exact mass-weighted radix select among the few remaining candidates gives tau.
+//  2. On rows of at least kSampleMinVocab values, a strided sample picks a shortcut: when few
+//     weights reach the floor (peaked rows), one pass collects them all and step 4 runs on them;
+//     when the mass is spread thinly, the sample brackets tau and one pass collects the values
+//     inside the bracket, checked exactly (a wrong guess falls through to step 3).
+//  3. Otherwise a probe at the bracket's midpoint (one collection pass), then rounds of: one
+//     vectorised pass measures the mass above kPivots pivots spread evenly over the float bit
+//     patterns of the bracket, keeping the sub-interval where the mass crosses top_p * S; one pass
+//     collects the values inside it (and the exact float64 mass above it). The first round reads
+//     the row, later ones only the shrinking candidate list.
+//  4. An exact mass-weighted radix select among the remaining candidates gives tau.
 // The pivot masses are float32 sums, so a round checks its bracket exactly before trusting it; if
-// rounding misplaced it, the previous candidates (or, in the first round, the whole row) are
-// selected from instead.
+// rounding misplaced it, the previous candidates (or, in the first round, every value above the
+// floor) are selected from instead.
 TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double total, float top_p,
                                          Workspace& ws, double& kept) {
   kept = -1.0;  // unknown: the caller measures it
@@ -652,19 +760,28 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   int64_t n = vocab;
   float* buffers[2] = {ws.candidates.data(), ws.candidates_next.data()};
   int first_round = 0;
-  // On rows whose mass is spread thinly, a strided sample places the threshold well enough to
-  // replace the first (full-row, kPivots-wide) pivot pass: one collection pass then checks the
-  // sampled bracket exactly. A wrong bracket only costs that pass: round 0 runs as usual.
-  uint32_t sample_lo = 0, sample_hi = 0;
-  if (sampled_bracket(w, vocab, total, top_p, floor, ws, sample_lo, sample_hi)) {
-    const Collected c = collect_and_weigh(w, vocab, sample_lo, sample_hi, 0.0, buffers[0]);
-    if (c.holds(target)) {
-      lo_bits = sample_lo;
-      hi_bits = sample_hi;
-      above = c.above;
-      source = buffers[0];
-      n = c.count;
-      first_round = 1;
+  if (vocab >= kSampleMinVocab) {
+    const StridedSample sample = draw_strided_sample(w, vocab, floor, ws);
+    uint32_t sample_lo = 0, sample_hi = 0;
+    if (sample.at_least_floor * TSDI_COLLECT_ALL_SHARE <= kSample) {
+      // Few weights reach the floor (peaked rows): collect them all and select among them.
+      const Collected c = collect_and_weigh(w, vocab, lo_bits, hi_bits, 0.0, buffers[0]);
+      if (c.holds(target)) {
+        return select_threshold(buffers[0], c.count, lo_bits, hi_bits, 0.0, target, ws, kept);
+      }
+    } else if (sampled_bracket(sample, vocab, total, top_p, floor, ws, sample_lo, sample_hi)) {
+      // The mass is spread thinly: the sample places the threshold well enough to replace the
+      // first (full-row, kPivots-wide) pivot pass; one collection pass checks the sampled bracket
+      // exactly. A wrong bracket only costs that pass: round 0 runs as usual.
+      const Collected c = collect_and_weigh(w, vocab, sample_lo, sample_hi, 0.0, buffers[0]);
+      if (c.holds(target)) {
+        lo_bits = sample_lo;
+        hi_bits = sample_hi;
+        above = c.above;
+        source = buffers[0];
+        n = c.count;
+        first_round = 1;
+      }
     }
   }
   // Otherwise, a probe at the middle of the bracket (in bit patterns: the geometric middle): on
@@ -692,14 +809,12 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
     const Collected c = collect_and_weigh(source, n, new_lo, new_hi, above, dest);
     if (!c.holds(target)) {
       if (round > 0) break;  // select among the previous round's candidates
-      // First round misplaced by rounding (rare): radix select over the whole row.
-      double row_above = 0.0;
-      mass_histogram(w, vocab, floor, 20, ws.hist_mass);
-      const int bucket = crossing_bucket(ws.hist_mass, target, row_above);
-      if (bucket < 0) return floor;  // rounding: keep everything above the floor
+      // First round misplaced by rounding (rare): radix select over all values above the floor.
       float* cand = buffers[0];
-      const int64_t count = collect_digit(w, vocab, floor, 20, static_cast<uint32_t>(bucket), cand);
-      return select_threshold(cand, count, floor, 10, row_above, target, ws, kept);
+      const int64_t count =
+          compact_if(w, vocab, cand, [=](float v) -> int32_t { return v >= floor; });
+      return select_threshold(cand, count, float_to_bits(floor), float_to_bits(1.0f) + 1u, 0.0,
+                              target, ws, kept);
     }
     lo_bits = new_lo;
     hi_bits = new_hi;
@@ -708,8 +823,7 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
     n = c.count;
   }
   // `source` is one of the candidate buffers here (round 0 always runs and succeeds or returns).
-  return select_threshold(const_cast<float*>(source), n, bits_to_float(lo_bits), 20, above, target,
-                          ws, kept);
+  return select_threshold(const_cast<float*>(source), n, lo_bits, hi_bits, above, target, ws, kept);
 }
 
 // Pass 4a, only where the threshold search did not measure it (top_p <= 0, rounding fallbacks):
