@@ -26,8 +26,11 @@ void check_device_and_shape(const at::Tensor& logits) {
                 "uses thread-block clusters); this is ", props.name, " (sm_", props.major,
                 props.minor, "). Use backend='torch' on this device.");
   }
-  TORCH_CHECK_VALUE(logits.size(1) <= tsdi::cuda::kMaxVocab, "tsdi_ext: the CUDA kernel handles V <= ",
-                    tsdi::cuda::kMaxVocab, ", got ", logits.size(1));
+  int64_t smem_budget = 0;
+  C10_CUDA_CHECK(tsdi::cuda::slice_smem_budget(device, smem_budget));
+  const int64_t max_vocab = tsdi::cuda::max_vocab(smem_budget);
+  TORCH_CHECK_VALUE(logits.size(1) <= max_vocab, "tsdi_ext: the CUDA kernel handles V <= ",
+                    max_vocab, " on this GPU, got ", logits.size(1));
   TORCH_CHECK_VALUE(logits.size(0) <= 65535, "tsdi_ext: the CUDA kernel handles B <= 65535 rows per call");
 }
 

@@ -1,6 +1,14 @@
-"""Input generators shared by the tests."""
+"""Input generators and statistics shared by the tests."""
 
+import scipy.stats
 import torch
+
+# Reject a chi-square fit when its p-value is at or below this: with a correct sampler the
+# false-failure rate is 1e-6 per test (and, the seeds being fixed, the outcome is deterministic).
+MIN_P_VALUE = 1e-6
+# Bins whose expected count is below this are merged into one (the chi-square approximation needs
+# expected counts of about 5 or more).
+MIN_EXPECTED = 5.0
 
 
 def make_logits(batch, vocab, *, kind="normal", dtype=torch.float32, device="cpu", seed=0):
@@ -25,3 +33,25 @@ def make_logits(batch, vocab, *, kind="normal", dtype=torch.float32, device="cpu
     else:
         raise ValueError(kind)
     return x.to(dtype).to(device)
+
+
+def chi_square_p_value(tokens, probs):
+    """p-value of the token counts against ``len(tokens) * probs`` over the kept tokens.
+
+    Fails outright if any token was drawn outside the support of ``probs``."""
+    probs = probs.double().cpu()
+    n = tokens.numel()
+    counts = torch.bincount(tokens, minlength=probs.numel()).double()
+    kept = probs > 0
+    outside = int(counts[~kept].sum())
+    assert outside == 0, f"{outside} draws fell outside the nucleus"
+    expected = probs[kept] / probs[kept].sum() * n
+    observed = counts[kept]
+    small = expected < MIN_EXPECTED
+    if bool(small.any()):
+        expected = torch.cat([expected[~small], expected[small].sum().reshape(1)])
+        observed = torch.cat([observed[~small], observed[small].sum().reshape(1)])
+    assert expected.numel() >= 2, "degenerate distribution: nothing to test"
+    # Counts and expectations sum to n; rescale away the float rounding scipy would complain of.
+    expected = expected * (observed.sum() / expected.sum())
+    return scipy.stats.chisquare(observed.numpy(), expected.numpy()).pvalue

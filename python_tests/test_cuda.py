@@ -9,7 +9,7 @@ import torch
 import tsdi_ext
 from tsdi_ext import _ops, reference
 
-from helpers import make_logits
+from helpers import MIN_P_VALUE, chi_square_p_value, make_logits
 
 pytestmark = [
     pytest.mark.cuda,
@@ -97,18 +97,17 @@ def test_no_host_sync_on_the_sampling_path():
 
 
 def test_millions_of_draws_match_the_distribution():
-    from scipy.stats import chisquare
-
     vocab, draws = 1019, 4_000_000
-    logits = make_logits(1, vocab, kind="peaked", seed=3).cuda()
-    probs = tsdi_ext.sampling_probs(logits, temperature=0.7, top_p=0.8)[0].double()
-    counts = torch.zeros(vocab, dtype=torch.float64, device="cuda")
+    # N(0, 2^2) logits at temperature 0.7 and top_p 0.8: a nucleus of a few dozen tokens (a
+    # one-token nucleus would leave nothing to test).
+    logits = (make_logits(1, vocab, seed=3) * 2).cuda()
+    probs = tsdi_ext.sampling_probs(logits, temperature=0.7, top_p=0.8)[0]
+    assert int((probs > 0).sum()) >= 10
+    tokens = []
     rows = 50_000  # a broadcast [rows, V] view (row stride 0): no copies; B <= 65535 per call
     for chunk in range(0, draws, rows):
-        tokens, _ = tsdi_ext.sample(logits.expand(rows, vocab), temperature=0.7, top_p=0.8, seed=9,
-                                    offset=torch.arange(chunk, chunk + rows, device="cuda"))
-        assert (probs[tokens] > 0).all()  # never outside the nucleus
-        counts += torch.bincount(tokens, minlength=vocab).double()
-    kept = probs > 0
-    result = chisquare(counts[kept].cpu().numpy(), (probs[kept] * draws).cpu().numpy())
-    assert result.pvalue > 1e-6
+        t, _ = tsdi_ext.sample(logits.expand(rows, vocab), temperature=0.7, top_p=0.8, seed=9,
+                               offset=torch.arange(chunk, chunk + rows, device="cuda"))
+        assert (probs[t] > 0).all()  # never outside the nucleus
+        tokens.append(t)
+    assert chi_square_p_value(torch.cat(tokens).cpu(), probs) > MIN_P_VALUE

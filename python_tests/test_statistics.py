@@ -7,20 +7,13 @@ the p-value threshold below only says how unlikely a false failure would be for 
 """
 
 import pytest
-import scipy.stats
 import torch
 
 import tsdi_ext
 from tsdi_ext import reference
 
-from helpers import make_logits
+from helpers import MIN_P_VALUE, chi_square_p_value, make_logits
 
-# Reject the fit when the chi-square p-value is at or below this: with a correct sampler the
-# false-failure rate is 1e-6 per test (and, the seeds being fixed, the outcome is deterministic).
-MIN_P_VALUE = 1e-6
-# Bins whose expected count is below this are merged into one (the chi-square approximation needs
-# expected counts of about 5 or more).
-MIN_EXPECTED = 5.0
 SEED = 20240607
 
 
@@ -45,28 +38,6 @@ def draw_tokens(logits_row, n, *, chunk, seed=SEED, **params):
         assert bool(valid.all()), "a valid row was reported invalid"
         tokens.append(got)
     return torch.cat(tokens).cpu()
-
-
-def chi_square_p_value(tokens, probs):
-    """p-value of the token counts against ``len(tokens) * probs`` over the kept tokens.
-
-    Fails outright if any token was drawn outside the support of ``probs``."""
-    probs = probs.double().cpu()
-    n = tokens.numel()
-    counts = torch.bincount(tokens, minlength=probs.numel()).double()
-    kept = probs > 0
-    outside = int(counts[~kept].sum())
-    assert outside == 0, f"{outside} draws fell outside the nucleus"
-    expected = probs[kept] / probs[kept].sum() * n
-    observed = counts[kept]
-    small = expected < MIN_EXPECTED
-    if bool(small.any()):
-        expected = torch.cat([expected[~small], expected[small].sum().reshape(1)])
-        observed = torch.cat([observed[~small], observed[small].sum().reshape(1)])
-    assert expected.numel() >= 2, "degenerate distribution: nothing to test"
-    # Counts and expectations sum to n; rescale away the float rounding scipy would complain of.
-    expected = expected * (observed.sum() / expected.sum())
-    return scipy.stats.chisquare(observed.numpy(), expected.numpy()).pvalue
 
 
 def nontrivial_case(vocab, bias_kind, device):

@@ -143,6 +143,10 @@ __device__ __forceinline__ double block_exclusive_scan(double v, double& total, 
     const double up = __shfl_up_sync(0xffffffffu, inclusive, o);
     if (lane >= o) inclusive += up;
   }
+  // The exclusive prefix is the previous lane's inclusive one, exactly (inclusive - v could
+  // cancel when v dominates).
+  double exclusive = __shfl_up_sync(0xffffffffu, inclusive, 1);
+  if (lane == 0) exclusive = 0.0;
   __syncthreads();
   if (lane == 31) s.warp_double[warp] = inclusive;
   __syncthreads();
@@ -152,7 +156,7 @@ __device__ __forceinline__ double block_exclusive_scan(double v, double& total, 
     if (w < warp) before += s.warp_double[w];
     total += s.warp_double[w];
   }
-  return before + inclusive - v;
+  return before + exclusive;
 }
 
 // One row per cluster; `blockIdx.y` is the row, the cluster spans blockIdx.x.
@@ -391,8 +395,23 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
 #endif
 }
 
-// Largest vocabulary one cluster can hold in shared memory.
-constexpr int64_t kMaxVocab = static_cast<int64_t>(kMaxCluster) * (kSmemBudgetBytes / sizeof(float));
+// Dynamic shared memory per CTA for its slice on `device`: kSmemBudgetBytes, or less where the
+// device allows less per block (consumer Blackwell, sm_12x: 99 KB), after the kernel's static
+// Scratch and 1 KB of slack. Asking for more would make every launch fail.
+inline cudaError_t slice_smem_budget(int device, int64_t& budget) {
+  int optin = 0;
+  const cudaError_t err =
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err != cudaSuccess) return err;
+  const int64_t usable = static_cast<int64_t>(optin) - static_cast<int64_t>(sizeof(Scratch)) - 1024;
+  budget = (usable < kSmemBudgetBytes ? usable : kSmemBudgetBytes) / 16 * 16;
+  return budget > 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// Largest vocabulary one cluster can hold with `budget` bytes of slice per CTA.
+inline int64_t max_vocab(int64_t budget) {
+  return static_cast<int64_t>(kMaxCluster) * (budget / static_cast<int64_t>(sizeof(float)));
+}
 
 // Launch geometry of one call.
 struct LaunchPlan {
@@ -403,8 +422,9 @@ struct LaunchPlan {
 
 // Cluster size: enough CTAs for the row to fit in shared memory, and more (up to 8) when the batch
 // is small so that the GPU's SMs are not left idle; each CTA keeps at least 2048 elements.
-inline cudaError_t plan_launch(int64_t batch, int64_t vocab, LaunchPlan& plan) {
-  const int64_t fit = kSmemBudgetBytes / static_cast<int64_t>(sizeof(float));
+inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget,
+                               LaunchPlan& plan) {
+  const int64_t fit = smem_budget / static_cast<int64_t>(sizeof(float));
   int cluster = 1;
   while (static_cast<int64_t>(cluster) * fit < vocab && cluster < kMaxCluster) cluster *= 2;
   if (static_cast<int64_t>(cluster) * fit < vocab) return cudaErrorInvalidValue;  // V too large
@@ -421,12 +441,20 @@ template <typename T, bool kProbs>
 cudaError_t launch_sampling(const SamplingParams& params, cudaStream_t stream) {
   if (params.batch == 0) return cudaSuccess;
   if (params.batch > 65535) return cudaErrorInvalidValue;
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  int64_t smem_budget = 0;
+  err = slice_smem_budget(device, smem_budget);
+  if (err != cudaSuccess) return err;
   LaunchPlan plan;
-  cudaError_t err = plan_launch(params.batch, params.vocab, plan);
+  err = plan_launch(params.batch, params.vocab, smem_budget, plan);
   if (err != cudaSuccess) return err;
   auto kernel = sampling_kernel<T, kProbs>;
+  // The whole budget, not this launch's need: a captured CUDA graph replays its launches with
+  // the attribute as it is then, which a later, smaller setting must not undercut.
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             kSmemBudgetBytes);
+                             static_cast<int>(smem_budget));
   if (err != cudaSuccess) return err;
   if (plan.cluster > kMaxClusterPortable) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
