@@ -45,20 +45,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def median_us(fn, *, budget_s: float = 1.0, max_repeats: int = 50, min_repeats: int = 3) -> float:
-    """Median wall time of fn() in microseconds; repeats adapted to a time budget."""
-    for _ in range(3):  # warm-up (also grows workspaces)
+def warm_up_and_count(fn, budget_s: float, max_repeats: int, min_repeats: int) -> int:
+    """Warms fn up (which also grows workspaces) and returns how many timed repeats of it fit the
+    time budget, clamped to [min_repeats, max_repeats]."""
+    for _ in range(3):
         fn()
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    repeats = int(max(min_repeats, min(max_repeats, budget_s / max(first, 1e-9))))
+    return int(max(min_repeats, min(max_repeats, budget_s / max(first, 1e-9))))
+
+
+def median_of_us(times) -> float:
+    return sorted(times)[len(times) // 2] * 1e6
+
+
+def median_us(fn, *, budget_s: float = 1.0, max_repeats: int = 50, min_repeats: int = 3) -> float:
+    """Median wall time of fn() in microseconds; repeats adapted to a time budget."""
     times = []
-    for _ in range(repeats):
+    for _ in range(warm_up_and_count(fn, budget_s, max_repeats, min_repeats)):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e6
+    return median_of_us(times)
 
 
 def paired_median_us(fn_a, fn_b, *, budget_s: float = 2.0, max_repeats: int = 1000,
@@ -70,14 +79,7 @@ def paired_median_us(fn_a, fn_b, *, budget_s: float = 2.0, max_repeats: int = 10
     whose medians sum lowest, the least disturbed one (the reasoning behind timeit's "take the
     minimum", applied to medians of both functions at once, so that their ratio stays a fair one),
     and the medians over all repeats, kept in the JSON for comparison."""
-    for _ in range(3):  # warm-up (also grows workspaces)
-        fn_a()
-        fn_b()
-    start = time.perf_counter()
-    fn_a()
-    fn_b()
-    first = time.perf_counter() - start
-    repeats = int(max(min_repeats, min(max_repeats, budget_s / max(first, 1e-9))))
+    repeats = warm_up_and_count(lambda: (fn_a(), fn_b()), budget_s, max_repeats, min_repeats)
     times_a, times_b = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -87,18 +89,15 @@ def paired_median_us(fn_a, fn_b, *, budget_s: float = 2.0, max_repeats: int = 10
         times_a.append(middle - start)
         times_b.append(time.perf_counter() - middle)
 
-    def median_us_of(times):
-        return sorted(times)[len(times) // 2] * 1e6
-
     windows = max(1, min(windows, repeats // min_repeats))
     size = repeats // windows
     window_medians = [
-        (median_us_of(times_a[k * size:(k + 1) * size]), median_us_of(times_b[k * size:(k + 1) * size]))
+        (median_of_us(times_a[k * size:(k + 1) * size]), median_of_us(times_b[k * size:(k + 1) * size]))
         for k in range(windows)
     ]
     quietest = min(window_medians, key=sum)
-    return {"a_us": quietest[0], "b_us": quietest[1], "a_all_us": median_us_of(times_a),
-            "b_all_us": median_us_of(times_b), "repeats": repeats, "windows": windows}
+    return {"a_us": quietest[0], "b_us": quietest[1], "a_all_us": median_of_us(times_a),
+            "b_all_us": median_of_us(times_b), "repeats": repeats, "windows": windows}
 
 
 def make_logits(batch: int, vocab: int, dist: str, dtype: torch.dtype, seed: int = 0):

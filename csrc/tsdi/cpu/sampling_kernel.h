@@ -753,21 +753,27 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
       static_cast<float>((1.0 - static_cast<double>(top_p)) * total / static_cast<double>(vocab) *
                          (1.0 - 1e-6));
 
-  uint32_t lo_bits = float_to_bits(floor);
-  uint32_t hi_bits = float_to_bits(1.0f) + 1u;  // every w <= 1
+  // [floor, 1] certainly holds tau (every w <= 1).
+  const uint32_t floor_bits = float_to_bits(floor), end_bits = float_to_bits(1.0f) + 1u;
+  uint32_t lo_bits = floor_bits;
+  uint32_t hi_bits = end_bits;
   double above = 0.0;                           // exact mass of the values >= hi
   const float* source = w;
   int64_t n = vocab;
   float* buffers[2] = {ws.candidates.data(), ws.candidates_next.data()};
   int first_round = 0;
+  // Every weight >= floor, collected into buffers[0] for a radix select over [floor, 1].
+  auto collect_above_floor = [&]() {
+    return collect_and_weigh(w, vocab, floor_bits, end_bits, 0.0, buffers[0]);
+  };
   if (vocab >= kSampleMinVocab) {
     const StridedSample sample = draw_strided_sample(w, vocab, floor, ws);
     uint32_t sample_lo = 0, sample_hi = 0;
     if (sample.at_least_floor * TSDI_COLLECT_ALL_SHARE <= kSample) {
       // Few weights reach the floor (peaked rows): collect them all and select among them.
-      const Collected c = collect_and_weigh(w, vocab, lo_bits, hi_bits, 0.0, buffers[0]);
+      const Collected c = collect_above_floor();
       if (c.holds(target)) {
-        return select_threshold(buffers[0], c.count, lo_bits, hi_bits, 0.0, target, ws, kept);
+        return select_threshold(buffers[0], c.count, floor_bits, end_bits, 0.0, target, ws, kept);
       }
     } else if (sampled_bracket(sample, vocab, total, top_p, floor, ws, sample_lo, sample_hi)) {
       // The mass is spread thinly: the sample places the threshold well enough to replace the
@@ -810,11 +816,8 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
     if (!c.holds(target)) {
       if (round > 0) break;  // select among the previous round's candidates
       // First round misplaced by rounding (rare): radix select over all values above the floor.
-      float* cand = buffers[0];
-      const int64_t count =
-          compact_if(w, vocab, cand, [=](float v) -> int32_t { return v >= floor; });
-      return select_threshold(cand, count, float_to_bits(floor), float_to_bits(1.0f) + 1u, 0.0,
-                              target, ws, kept);
+      const Collected c = collect_above_floor();
+      return select_threshold(buffers[0], c.count, floor_bits, end_bits, 0.0, target, ws, kept);
     }
     lo_bits = new_lo;
     hi_bits = new_hi;
