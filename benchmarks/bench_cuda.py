@@ -1,6 +1,6 @@
 """CUDA microbenchmark of the fused sampling kernel (a benchmark, not a test; needs a GPU).
 
-For V in {32000, 128256, 151936, 262144}, B in {1, 8, 32, 128, 256}, float32 and bfloat16:
+For V in {32000, 128256, 151936, 262144}, B in {1, 8, 32, 64, 128, 256}, float32 and bfloat16:
 median µs per call (CUDA events, warm-up, inputs rotated over a pool larger than L2) of the fused
 kernel, the pure-PyTorch path, the Hugging Face path (bias subtraction + TemperatureLogitsWarper +
 TopPLogitsWarper + softmax + multinomial), and the memory floor: the bytes of logits read once
@@ -49,7 +49,7 @@ def copy_bandwidth_gbps() -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 128256, 151936, 262144])
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128, 256])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 64, 128, 256])
     parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--out", type=Path, default=RESULTS / "cuda_sampling.json")
     args = parser.parse_args(argv)

@@ -1,5 +1,8 @@
 """Input generators and statistics shared by the tests."""
 
+import importlib.util
+
+import pytest
 import scipy.stats
 import torch
 
@@ -55,3 +58,16 @@ def chi_square_p_value(tokens, probs):
     # Counts and expectations sum to n; rescale away the float rounding scipy would complain of.
     expected = expected * (observed.sum() / expected.sum())
     return scipy.stats.chisquare(observed.numpy(), expected.numpy()).pvalue
+
+
+def require_prompt_set_packages():
+    """Skip, saying why, where the PyPI packages that ship the prompt sets are not installed.
+
+    AdvBench comes from ``pyrit``, HarmBench and Do-Not-Answer from ``garak`` (read as files, with
+    ``pyyaml`` for garak's metadata). ``make test`` and CI install them (requirements-data.txt);
+    a GPU machine that cannot fetch them skips these CPU-only tests.
+    """
+    missing = [name for name in ("yaml", "pyrit", "garak") if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"prompt-set packages not installed: {', '.join(missing)} "
+                    "(pip install pyyaml && pip install --no-deps -r requirements-data.txt)")

