@@ -2,7 +2,7 @@
 # The GPU checks of a session that has a GPU lent, one step per device call (each stays under the
 # device tool's 10 minutes). Runs on the device machine, in the repository root. Its python3
 # already holds torch 2.11 + CUDA 13.0 and most test dependencies, and nothing can be fetched
-# there. Bring the cu130 wheel that CI builds (tools/check_cuda_wheel.sh writes it for Python 3.12,
+# there. Bring the cu130 wheel that CI builds (tools/check_sdist_wheels.sh writes it for Python 3.12,
 # the device's Python) as a carried path:
 #
 #   run(command="tools/gpu_session.sh tests", carry=[".venv-cuda-wheel/dist"])

@@ -10,6 +10,7 @@
 
 #include "tsdi/common.h"
 #include "tsdi/cpu/sampling_kernel.h"
+#include "tsdi/cuda/vector_split.h"
 
 namespace {
 
@@ -211,6 +212,32 @@ void bracket_histogram_discards_outside() {
 
 }  // namespace
 
+// The CUDA kernel's split of a slice into a scalar head, 16-byte vectors and a scalar tail: every
+// element exactly once, vector loads and their 4-float shared-memory stores aligned.
+void vector_split_covers_and_aligns() {
+  bool ok = true;
+  for (int64_t element_bytes : {2, 4}) {
+    const int64_t per_vector = 16 / element_bytes;
+    for (uint64_t address = 4096; address < 4096 + 32; ++address) {
+      for (int64_t n : {0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1019, 32000}) {
+        const tsdi::cuda::VectorSplit split = tsdi::cuda::split_for_vectors(address, n, element_bytes);
+        const int64_t covered = split.head + split.vectors * per_vector;
+        ok &= split.head >= 0 && split.vectors >= 0 && covered <= n;
+        if (address % element_bytes != 0) {
+          ok &= split.head == n && split.vectors == 0;  // loaded one by one
+          continue;
+        }
+        ok &= split.head < per_vector || split.head == n;
+        ok &= n - covered < per_vector || split.vectors == 0;  // a tail shorter than one vector
+        if (split.vectors > 0) ok &= (address + split.head * element_bytes) % 16 == 0;
+        ok &= split.pad >= 0 && split.pad < 4 && split.pad <= tsdi::cuda::kSlicePadFloats;
+        ok &= (split.pad + split.head) % 4 == 0;  // float4 stores of each vector's floats
+      }
+    }
+  }
+  expect(ok, "vector split: coverage and alignment");
+}
+
 int main() {
   philox_known_answers();
   nucleus_and_probs();
@@ -218,6 +245,7 @@ int main() {
   select_keeps_all_when_short();
   crossing_bucket_matches_serial_scan();
   bracket_histogram_discards_outside();
+  vector_split_covers_and_aligns();
   if (failures == 0) std::printf("tsdi_kernel_test: all checks passed\n");
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

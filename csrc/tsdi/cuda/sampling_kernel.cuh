@@ -1,10 +1,11 @@
 // Fused CUDA kernel for debiased top-p sampling: torch-free (raw pointers, a stream, cudaError_t).
 //
 // One thread-block cluster per row (Hopper, sm_90): the row is split into `cluster` slices, each
-// CTA loads its slice ONCE from global memory into shared memory (as float32) and every later
-// pass runs on shared memory; cluster-wide reductions go through distributed shared memory. So a
-// row costs one read of its logits (and of its bias row), whatever the number of passes, and a
-// small batch still spreads over up to 16 SMs per row.
+// CTA loads its slice ONCE from global memory (16-byte vector loads with the evict-first hint)
+// into shared memory (as float32) and every later pass runs on shared memory; cluster-wide
+// reductions go through distributed shared memory. So a row costs one read of its logits (and of
+// its bias row), whatever the number of passes, and a small batch still spreads over up to 16 SMs
+// per row.
 //
 // Per row, exactly the contract of tsdi_ext.sample (see tsdi_ext/reference.py):
 //   1. d = x - alpha * bias (rounded product, no FMA), max d, NaN/+inf/all -inf detection.
@@ -31,6 +32,7 @@
 #include <cstdint>
 
 #include "../common.h"
+#include "vector_split.h"
 
 namespace tsdi {
 namespace cuda {
@@ -64,6 +66,32 @@ struct alignas(16) Scratch {
   double part_kept;
   int64_t part_token;
 };
+
+// 16 bytes of logits as float32 (4 floats, or 8 halves / bfloat16s converted exactly), loaded with
+// the streaming hint: each logit is read once.
+__device__ __forceinline__ void load_vector(const float* p, float (&f)[4]) {
+  const float4 v = __ldcs(reinterpret_cast<const float4*>(p));
+  f[0] = v.x; f[1] = v.y; f[2] = v.z; f[3] = v.w;
+}
+template <typename T2, typename Convert>
+__device__ __forceinline__ void load_vector_pairs(const void* p, float (&f)[8], Convert convert) {
+  const uint4 v = __ldcs(reinterpret_cast<const uint4*>(p));
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    T2 pair;
+    memcpy(&pair, &words[k], sizeof(pair));  // element 2k is the low half (little-endian)
+    const float2 two = convert(pair);
+    f[2 * k] = two.x;
+    f[2 * k + 1] = two.y;
+  }
+}
+__device__ __forceinline__ void load_vector(const __half* p, float (&f)[8]) {
+  load_vector_pairs<__half2>(p, f, [](__half2 h) { return __half22float2(h); });
+}
+__device__ __forceinline__ void load_vector(const __nv_bfloat16* p, float (&f)[8]) {
+  load_vector_pairs<__nv_bfloat162>(p, f, [](__nv_bfloat162 h) { return __bfloat1622float2(h); });
+}
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
@@ -170,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   // multi-architecture wheel compiles. The host glue refuses such devices with a clear error.
   __trap();
 #else
-  extern __shared__ __align__(16) float w[];
+  extern __shared__ __align__(16) float slice_smem[];
   __shared__ Scratch s;
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
@@ -181,17 +209,41 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   const int64_t n = end > begin ? end - begin : 0;
   const RowParams rp = resolve_row(p, row);
 
-  // 1. Debiased logits into shared memory; max and bad flags.
+  // 1. Debiased logits into shared memory; max and bad flags. The slice is read in 16-byte vectors
+  // (4 to 8 logits per load, so that enough bytes are in flight to reach the memory bandwidth with
+  // one CTA per SM), with scalar loads up to the first 16-byte boundary and after the last one.
   const T* x = static_cast<const T*>(p.logits) + row * p.logits_row_stride + begin;
+  const VectorSplit split =
+      split_for_vectors(reinterpret_cast<uint64_t>(x), n, static_cast<int64_t>(sizeof(T)));
+  float* const w = slice_smem + split.pad;  // w + split.head is 16-byte aligned
   const float* b = rp.bias != nullptr ? rp.bias + begin : nullptr;
   float local_max = -INFINITY;
   int32_t bad = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    float d = to_float(x[i]);
-    if (b != nullptr) d = __fsub_rn(d, __fmul_rn(rp.alpha, b[i]));
-    w[i] = d;
+  auto debias = [&](int64_t i, float value) {
+    const float d = b != nullptr ? __fsub_rn(value, __fmul_rn(rp.alpha, b[i])) : value;
     local_max = fmaxf(local_max, d);
     bad |= !(d < INFINITY);
+    return d;
+  };
+  for (int64_t i = threadIdx.x; i < split.head; i += kThreads) w[i] = debias(i, to_float(x[i]));
+  constexpr int kPerVector = 16 / static_cast<int>(sizeof(T));
+#pragma unroll 4
+  for (int64_t v = threadIdx.x; v < split.vectors; v += kThreads) {
+    const int64_t i0 = split.head + v * kPerVector;
+    float f[kPerVector];
+    load_vector(x + i0, f);
+#pragma unroll
+    for (int k = 0; k < kPerVector; k += 4) {
+      float4 d;
+      d.x = debias(i0 + k, f[k]);
+      d.y = debias(i0 + k + 1, f[k + 1]);
+      d.z = debias(i0 + k + 2, f[k + 2]);
+      d.w = debias(i0 + k + 3, f[k + 3]);
+      *reinterpret_cast<float4*>(w + i0 + k) = d;
+    }
+  }
+  for (int64_t i = split.head + split.vectors * kPerVector + threadIdx.x; i < n; i += kThreads) {
+    w[i] = debias(i, to_float(x[i]));
   }
   local_max = block_max(local_max, s);
   bad = block_or(bad, s);
@@ -421,9 +473,15 @@ inline cudaError_t slice_smem_budget(int device, int64_t& budget) {
   return budget > 0 ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+// Logits one CTA can hold with `budget` bytes of dynamic shared memory (the slice's alignment
+// pad comes out of it).
+inline int64_t slice_capacity(int64_t budget) {
+  return budget / static_cast<int64_t>(sizeof(float)) - kSlicePadFloats;
+}
+
 // Largest vocabulary one cluster can hold with `budget` bytes of slice per CTA.
 inline int64_t max_vocab(int64_t budget) {
-  return static_cast<int64_t>(kMaxCluster) * (budget / static_cast<int64_t>(sizeof(float)));
+  return static_cast<int64_t>(kMaxCluster) * slice_capacity(budget);
 }
 
 // Launch geometry of one call.
@@ -437,7 +495,7 @@ struct LaunchPlan {
 // is small so that the GPU's SMs are not left idle; each CTA keeps at least 2048 elements.
 inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget,
                                LaunchPlan& plan) {
-  const int64_t fit = smem_budget / static_cast<int64_t>(sizeof(float));
+  const int64_t fit = slice_capacity(smem_budget);
   int cluster = 1;
   while (static_cast<int64_t>(cluster) * fit < vocab && cluster < kMaxCluster) cluster *= 2;
   if (static_cast<int64_t>(cluster) * fit < vocab) return cudaErrorInvalidValue;  // V too large
@@ -445,7 +503,7 @@ inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget
   while (cluster < wanted && cluster < kMaxClusterPortable && vocab / (cluster * 2) >= 2048) cluster *= 2;
   plan.cluster = cluster;
   plan.slice = (vocab + cluster - 1) / cluster;
-  plan.smem_bytes = static_cast<size_t>(plan.slice) * sizeof(float);
+  plan.smem_bytes = static_cast<size_t>(plan.slice + kSlicePadFloats) * sizeof(float);
   return cudaSuccess;
 }
 
