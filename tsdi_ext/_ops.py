@@ -8,22 +8,77 @@ Importing ``tsdi_ext._C`` registers the dispatcher ops ``torch.ops.tsdi_ext.samp
 from __future__ import annotations
 
 import warnings
+from importlib import metadata
+from pathlib import Path
 
 import torch
+
+
+def _torch_series(version: str) -> str:
+    """``"2.13"`` for ``"2.13.0+cpu"``: compiled extensions are tied to a torch minor series."""
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def _flavour_words(flavour: str) -> str:
+    """``"CUDA 13.0"`` for ``"cu130"``, ``"no CUDA"`` for ``"cpu"``."""
+    if flavour.startswith("cu") and flavour[2:].isdigit():
+        return f"CUDA {flavour[2:-1]}.{flavour[-1]}"
+    return "no CUDA"
+
+
+def explain_import_failure(error: ImportError, package_version: str | None, torch_version: str,
+                           torch_cuda: str | None) -> ImportError:
+    """The import error of ``tsdi_ext._C`` with what the user needs to know to fix it.
+
+    A wheel's local version label (``0.1.0+cu130.torch2.11``) says what it was built for, so a
+    wheel for another torch series or another CUDA flavour is named as such (e.g. a cu130 wheel
+    next to a CPU torch fails with "libc10_cuda.so: cannot open shared object file", which does
+    not say why). Without a label (source builds) an undefined symbol still points at the torch.
+    """
+    label = (package_version or "").partition("+")[2]
+    flavour, _, torch_part = label.partition(".torch")
+    running = "cu" + torch_cuda.replace(".", "") if torch_cuda else "cpu"
+    if flavour and torch_part:
+        wrong_series = torch_part != _torch_series(torch_version)
+        wrong_flavour = flavour.startswith("cu") and (
+            not torch_cuda or flavour[2:-1] != torch_cuda.split(".")[0])
+        if wrong_series or wrong_flavour:
+            return ImportError(
+                f"{error}. This tsdi_ext wheel ({package_version}) was built for torch {torch_part} "
+                f"with {_flavour_words(flavour)}, but torch {torch_version} ({_flavour_words(running)}) "
+                f"is running: install the wheel for this torch (+{running}.torch"
+                f"{_torch_series(torch_version)}) or build from source against it with "
+                "'pip install --no-build-isolation tsdi_ext'"
+            )
+    if "undefined symbol" in str(error):
+        # The most common failure of compiled torch extensions: built for another torch.
+        return ImportError(
+            f"{error}. tsdi_ext's extension was most likely compiled against a different torch than "
+            f"the one installed ({torch_version}): rebuild it with "
+            "'pip install --no-build-isolation --force-reinstall tsdi_ext' or install the wheel for "
+            "this torch"
+        )
+    return error
+
+
+def _installed_version() -> str | None:
+    """The version of the installed distribution, when it is the package being imported."""
+    try:
+        distribution = metadata.distribution("tsdi_ext")
+        installed = Path(str(distribution.locate_file("tsdi_ext"))).resolve()
+        if installed != Path(__file__).resolve().parent:
+            return None  # a source checkout shadows some other installed copy
+        return distribution.version
+    except Exception:  # noqa: BLE001 - metadata is a hint only
+        return None
+
 
 try:
     from . import _C  # noqa: F401  (import registers the ops)
 except ImportError as error:  # pragma: no cover - depends on the installation
     _C = None
-    if "undefined symbol" in str(error):
-        # The most common failure of compiled torch extensions: built for another torch.
-        error = ImportError(
-            f"{error}. tsdi_ext's extension was most likely compiled against a different torch than "
-            f"the one installed ({torch.__version__}): rebuild it with "
-            "'pip install --no-build-isolation --force-reinstall tsdi_ext' or install the wheel for "
-            "this torch"
-        )
-    NATIVE_IMPORT_ERROR: ImportError | None = error
+    NATIVE_IMPORT_ERROR: ImportError | None = explain_import_failure(
+        error, _installed_version(), torch.__version__, torch.version.cuda)
 else:
     NATIVE_IMPORT_ERROR = None
 
@@ -31,11 +86,6 @@ else:
 def native_available() -> bool:
     """True when the compiled extension is importable."""
     return _C is not None
-
-
-def _torch_series(version: str) -> str:
-    """``"2.13"`` for ``"2.13.0+cpu"``: compiled extensions are tied to a torch minor series."""
-    return ".".join(version.split("+")[0].split(".")[:2])
 
 
 def build_mismatch() -> str | None:
