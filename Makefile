@@ -3,8 +3,10 @@
 #   make test    set-up + the whole test suite
 #   make bench   set-up + the benchmarks (write benchmarks/results/)
 #   make replicate  set-up + the TSDI replication on SmolLM2 (writes benchmarks/results/replication/)
-# On a machine that already has the torch to build against (e.g. a CUDA torch on a GPU machine):
+# On a machine whose system Python already has the torch to build against (e.g. a CUDA torch),
+# with the package index reachable for the other dependencies:
 #   make test TORCH_PIN= VENV_FLAGS=--system-site-packages
+# (The lent GPU machines have no network: use tools/gpu_session.sh there.)
 PYTHON ?= python3
 VENV ?= .venv
 VENV_FLAGS ?=

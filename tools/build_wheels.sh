@@ -10,9 +10,9 @@
 # run without isolation on purpose: an isolated build would resolve its own torch.
 #
 # Environment: PYTHON (default python3), WHEEL_DIR (default dist), MAX_JOBS (default: all cores),
-# TORCH_CUDA_ARCH_LIST
-# (CUDA default "8.0;8.6;8.9;9.0+PTX": the kernel itself needs sm_90 (thread-block clusters);
-# older architectures get a stub so that one wheel loads everywhere and refuses with a clear error).
+# TORCH_CUDA_ARCH_LIST (CUDA default "8.0;8.6;8.9;9.0+PTX": the kernel itself needs sm_90
+# (thread-block clusters); older architectures get a stub so that one wheel loads everywhere and
+# refuses with a clear error).
 set -euo pipefail
 flavour="${1:-}"
 cd "$(dirname "$0")/.."

@@ -25,6 +25,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "check_sdist_wheels: $*"; }
+# The environment report of an installed wheel must match each pattern given.
+require_in_report() {
+  local report="$1" pattern
+  shift
+  for pattern in "$@"; do
+    grep -q "$pattern" <<< "$report" || { say "the report lacks '$pattern'" >&2; exit 1; }
+  done
+}
 
 python_312() {
   local candidate
@@ -51,8 +59,7 @@ say "CPU wheel from the sdist, against $("$CPU_PY" -c 'import torch; print(torch
 "$CPU_PY" -m pip install -q --no-deps --target "$work/cpu-site" "$work"/cpu/tsdi_ext-*.whl
 info="$(cd "$work" && PYTHONPATH="$work/cpu-site" "$CPU_PY" -P -m tsdi_ext.info)"
 echo "$info"
-grep -q "backends *cpu (fused C++ kernel), torch (reference)" <<< "$info" \
-  || { say "the CPU wheel's backends are not cpu + torch" >&2; exit 1; }
+require_in_report "$info" "backends *cpu (fused C++ kernel), torch (reference)" "build_matches_torch *yes"
 (cd "$work" && PYTHONPATH="$work/cpu-site" "$CPU_PY" -P -c "
 import torch, tsdi_ext
 tokens, valid = tsdi_ext.sample(torch.randn(3, 1000), temperature=0.7, top_p=0.9, seed=0, offset=0)
@@ -77,8 +84,6 @@ fi
 export PATH="$(dirname "$PY"):$PATH"  # the venv's ninja
 
 dist="$(cd "$VENV" && pwd)/dist"
-mkdir -p "$dist"
-cp "$sdist" "$dist/"
 tar -xzf "$sdist" -C "$work"
 say "CUDA wheel from the sdist, against $("$PY" -c 'import torch; print(torch.__version__)')"
 (cd "$work"/tsdi_ext-*/ && WHEEL_DIR="$dist" PYTHON="$PY" tools/build_wheels.sh cuda)
@@ -88,7 +93,6 @@ wheel="$(ls "$dist"/tsdi_ext-*+cu*.whl)"
 # Outside the checkout and with -P, so that only the installed package can be imported.
 info="$(cd "$work" && "$PY" -P -m tsdi_ext.info)"
 echo "$info"
-grep -q "backends .*cuda (CUDA" <<< "$info" || { say "the wheel has no cuda backend" >&2; exit 1; }
-grep -q "build_matches_torch *yes" <<< "$info" || { say "the wheel does not match torch" >&2; exit 1; }
+require_in_report "$info" "backends .*cuda (CUDA" "build_matches_torch *yes"
 HF_HUB_OFFLINE=1 "$PY" -P -m pytest python_tests -q -p no:cacheprovider
 say "ok: $(basename "$wheel")"

@@ -32,9 +32,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
 nvcc --version | tail -1
 
+# With python -P, the installed package is the only tsdi_ext: the checkout is not on sys.path.
+export PYTHONPATH="$SITE" HF_HUB_OFFLINE=1
 installed() { [[ -d "$SITE/tsdi_ext" ]]; }
-# python -P and the installed package only: the checkout is not on sys.path.
-tpy() { PYTHONPATH="$SITE" HF_HUB_OFFLINE=1 "$PY" -P "$@"; }
 
 case "$step" in
   tests)
@@ -47,9 +47,9 @@ case "$step" in
     rm -rf "$SITE"
     "$PY" -m pip install -q --no-deps --no-index --target "$SITE" "$wheel" || exit 1
     echo "installed $(basename "$wheel")"
-    tpy -m tsdi_ext.info
+    "$PY" -P -m tsdi_ext.info
     # -rs: every skip with its reason (a CUDA test must not skip here).
-    tpy -m pytest python_tests -q -rs -p no:cacheprovider
+    "$PY" -P -m pytest python_tests -q -rs -p no:cacheprovider
     ;;
   sanitizer)
     installed || { echo "run the tests step first"; exit 1; }
@@ -58,7 +58,7 @@ case "$step" in
     # millions-of-draws and torch.compile tests add launches, not coverage.
     for tool in memcheck racecheck; do
       echo "## compute-sanitizer --tool $tool"
-      PYTHONPATH="$SITE" HF_HUB_OFFLINE=1 timeout 270 compute-sanitizer --tool "$tool" \
+      timeout 270 compute-sanitizer --tool "$tool" \
         --kernel-name kns=sampling_kernel --error-exitcode 9 --target-processes all \
         "$PY" -P -m pytest python_tests/test_cuda.py -q -p no:cacheprovider -k "not millions and not compile"
       echo "## $tool exit code: $? (9: errors found, 124: timed out)"
@@ -66,7 +66,7 @@ case "$step" in
     ;;
   bench)
     installed || { echo "run the tests step first"; exit 1; }
-    tpy benchmarks/bench_cuda.py --out "$OUT/cuda_sampling.json"
+    "$PY" -P benchmarks/bench_cuda.py --out "$OUT/cuda_sampling.json"
     cat > /tmp/tsdi_ncu.py <<'EOF'
 import torch, tsdi_ext
 for batch in (1, 256):
@@ -75,7 +75,7 @@ for batch in (1, 256):
         tsdi_ext.sample(logits, temperature=0.8, top_p=0.9, seed=0, offset=0)
 torch.cuda.synchronize()
 EOF
-    PYTHONPATH="$SITE" ncu --kernel-name regex:sampling_kernel --launch-skip 2 --launch-count 2 \
+    ncu --kernel-name regex:sampling_kernel --launch-skip 2 --launch-count 2 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
       --section LaunchStats --section WarpStateStats "$PY" -P /tmp/tsdi_ncu.py
     ;;

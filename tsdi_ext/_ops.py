@@ -19,11 +19,15 @@ def _torch_series(version: str) -> str:
     return ".".join(version.split("+")[0].split(".")[:2])
 
 
-def _flavour_words(flavour: str) -> str:
-    """``"CUDA 13.0"`` for ``"cu130"``, ``"no CUDA"`` for ``"cpu"``."""
+def _label_cuda(flavour: str) -> str | None:
+    """``"13.0"`` for a wheel label's ``"cu130"``, None for ``"cpu"`` (setup.py's convention)."""
     if flavour.startswith("cu") and flavour[2:].isdigit():
-        return f"CUDA {flavour[2:-1]}.{flavour[-1]}"
-    return "no CUDA"
+        return f"{flavour[2:-1]}.{flavour[-1]}"
+    return None
+
+
+def _cuda_words(cuda: str | None) -> str:
+    return f"CUDA {cuda}" if cuda else "no CUDA"
 
 
 def explain_import_failure(error: ImportError, package_version: str | None, torch_version: str,
@@ -36,17 +40,18 @@ def explain_import_failure(error: ImportError, package_version: str | None, torc
     not say why). Without a label (source builds) an undefined symbol still points at the torch.
     """
     label = (package_version or "").partition("+")[2]
-    flavour, _, torch_part = label.partition(".torch")
-    running = "cu" + torch_cuda.replace(".", "") if torch_cuda else "cpu"
-    if flavour and torch_part:
-        wrong_series = torch_part != _torch_series(torch_version)
-        wrong_flavour = flavour.startswith("cu") and (
-            not torch_cuda or flavour[2:-1] != torch_cuda.split(".")[0])
-        if wrong_series or wrong_flavour:
+    flavour, _, built_series = label.partition(".torch")
+    if flavour and built_series:
+        built_cuda = _label_cuda(flavour)
+        wrong_series = built_series != _torch_series(torch_version)
+        wrong_cuda = built_cuda is not None and (
+            not torch_cuda or built_cuda.split(".")[0] != torch_cuda.split(".")[0])
+        if wrong_series or wrong_cuda:
+            wanted = "cu" + torch_cuda.replace(".", "") if torch_cuda else "cpu"
             return ImportError(
-                f"{error}. This tsdi_ext wheel ({package_version}) was built for torch {torch_part} "
-                f"with {_flavour_words(flavour)}, but torch {torch_version} ({_flavour_words(running)}) "
-                f"is running: install the wheel for this torch (+{running}.torch"
+                f"{error}. This tsdi_ext wheel ({package_version}) was built for torch {built_series} "
+                f"with {_cuda_words(built_cuda)}, but torch {torch_version} ({_cuda_words(torch_cuda)}) "
+                f"is running: install the wheel for this torch (+{wanted}.torch"
                 f"{_torch_series(torch_version)}) or build from source against it with "
                 "'pip install --no-build-isolation tsdi_ext'"
             )

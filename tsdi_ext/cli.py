@@ -167,12 +167,9 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+def _comma_separated(text: str, convert):
+    """``[convert(x), ...]`` for ``"x,y,..."`` (empty items ignored): the --alphas / --lengths lists."""
+    return [convert(x) for x in text.split(",") if x.strip()]
 
 
 def _realign_settings(args):
@@ -217,7 +214,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.push_down_only:
         # Only lower the tokens the aligned model prefers; never raise the ones it disfavours.
         table = BiasTable(table.bias.clamp(min=0.0), {**table.metadata, "push_down_only": True})
-    configs = sweep_configs(_floats(args.alphas), _ints(args.lengths), include_reference=bool(args.reference))
+    configs = sweep_configs(_comma_separated(args.alphas, float), _comma_separated(args.lengths, int),
+                            include_reference=bool(args.reference))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = run_sweep(
@@ -236,7 +234,8 @@ def replicate_command(args: argparse.Namespace) -> int:
     from .replication import replicate
 
     rows = replicate(
-        args.out, realign_settings=_realign_settings(args), alphas=_floats(args.alphas), lengths=_ints(args.lengths),
+        args.out, realign_settings=_realign_settings(args), alphas=_comma_separated(args.alphas, float),
+        lengths=_comma_separated(args.lengths, int),
         harmful_per_set=args.harmful_per_set or None, bias_prompts=args.bias_prompts,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed, scorer=args.scorer,
     )
