@@ -67,6 +67,24 @@ struct alignas(16) Scratch {
   int64_t part_token;
 };
 
+// This CTA's shared memory: the dynamic slice and the static Scratch. (Functions rather than
+// declarations in the kernel so that tests/simt can run the kernel on the CPU.)
+#if defined(TSDI_CUDA_EMULATION)
+inline float* shared_slice() { return static_cast<float*>(simt::dynamic_shared()); }
+inline Scratch& shared_scratch() {
+  return *static_cast<Scratch*>(simt::static_shared(sizeof(Scratch), alignof(Scratch)));
+}
+#else
+__device__ __forceinline__ float* shared_slice() {
+  extern __shared__ __align__(16) float slice_smem[];
+  return slice_smem;
+}
+__device__ __forceinline__ Scratch& shared_scratch() {
+  __shared__ Scratch s;
+  return s;
+}
+#endif
+
 // 16 bytes of logits as float32 (4 floats, or 8 halves / bfloat16s converted exactly), loaded with
 // the streaming hint: each logit is read once.
 __device__ __forceinline__ void load_vector(const float* p, float (&f)[4]) {
@@ -198,8 +216,8 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   // multi-architecture wheel compiles. The host glue refuses such devices with a clear error.
   __trap();
 #else
-  extern __shared__ __align__(16) float slice_smem[];
-  __shared__ Scratch s;
+  float* const slice_smem = shared_slice();
+  Scratch& s = shared_scratch();
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int ranks = static_cast<int>(cluster.num_blocks());

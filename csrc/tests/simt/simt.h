@@ -1,0 +1,109 @@
+// simt: runs CUDA kernels on the CPU, so that CI (which has no GPU) executes the fused sampling
+// kernel's code, not only compiles it.
+//
+// What it models: every thread of a cluster is a fiber (ucontext) on one OS thread, run until it
+// reaches a barrier or a warp collective; __syncthreads, __syncwarp, the warp shuffles and votes,
+// and cluster.sync() wait for exactly the threads CUDA waits for. Each CTA's static and dynamic
+// shared memory is its own allocation, filled with 0xFF bytes (NaN as floats, -1 as integers) at
+// launch and bounded by inaccessible pages, and cluster.map_shared_rank() maps an address to the
+// same offset in another CTA's allocation. Launches check what the CUDA runtime checks for this
+// kernel (dynamic shared memory against the function's attribute and the device's opt-in limit,
+// cluster sizes, grid limits).
+//
+// What it catches: barriers that not every thread reaches (deadlock, reported with what each
+// thread waits for), lanes of one warp at different collectives, a thread leaving while others
+// wait for it, a read of another CTA's shared memory after that CTA exited, misaligned 16-byte
+// loads, out-of-bounds shared or global accesses (a fault on a guard page), uninitialised shared
+// memory (poisoned), and order dependence between barriers (with shuffled and run-ahead thread
+// orders).
+//
+// What it does not model: concurrency inside a barrier interval (each thread runs alone between
+// two synchronisation points, so intra-warp lockstep assumptions without a collective and memory
+// ordering are not checked: compute-sanitizer's racecheck on a GPU covers those), timing, and
+// device float rounding beyond IEEE-754 (the host compiles with -ffp-contract=off; __fmaf_rn is
+// std::fma).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+
+namespace simt {
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+// The emulated device. The defaults are an H100 SXM: 227 KB of opt-in shared memory per block and
+// non-portable clusters of up to 16 CTAs.
+struct DeviceModel {
+  int optin_shared_bytes = 232448;
+  int max_cluster = 16;
+  int multiprocessors = 132;
+  int compute_capability_major = 9;
+};
+DeviceModel& device();
+
+// The order in which threads run between synchronisation points. kForward: sweeps over threads
+// 0, 1, ... of rank 0, then of rank 1, ..., each running until it blocks; kShuffled: the same with
+// a new random order every sweep (so threads move in near lockstep); kRunAhead: always the first
+// runnable thread of one random order, so a CTA or warp gets as far ahead of the others as the
+// barriers allow (a CTA rewriting shared memory that another CTA has yet to read shows here).
+enum class Schedule { kForward, kShuffled, kRunAhead };
+void set_schedule(Schedule schedule, uint64_t seed = 1);
+
+// Aborts the process with a message (the test binary fails, ctest reports it).
+[[noreturn]] void fail(const std::string& message);
+
+struct ThreadState {
+  Dim3 thread_idx;
+  Dim3 block_idx;
+};
+ThreadState& current_thread();
+
+// Per-CTA shared memory of the running thread's CTA.
+void* static_shared(size_t bytes, size_t align);
+void* dynamic_shared();
+int cluster_rank();
+int cluster_size();
+void* map_shared_rank(const void* address, int rank);
+
+// Synchronisation points.
+void syncthreads();
+void syncwarp(unsigned mask);
+void cluster_sync();
+// A warp collective: every lane deposits 8 bytes; `source(lane)` names the lane whose deposit it
+// gets back (-1: its own). Returns the gathered value; `all` receives every lane's deposit.
+uint64_t warp_exchange(unsigned mask, uint64_t mine, int source_lane, uint64_t* all, const char* what);
+
+// Launch: runs `body` once per thread of the grid, cluster by cluster. Returns 0 on success or the
+// cudaError_t a real launch would return for the configuration.
+struct LaunchShape {
+  Dim3 grid, block, cluster;
+  size_t dynamic_shared_bytes = 0;
+  size_t max_dynamic_shared_bytes = 0;  // the function's attribute
+  bool non_portable_cluster_allowed = false;
+};
+int launch(const LaunchShape& shape, const std::function<void()>& body);
+
+// Memory flush against an inaccessible page (and with one before it), so that a read past either
+// end of a buffer faults: the emulator's memcheck for global memory.
+class GuardedBuffer {
+ public:
+  explicit GuardedBuffer(size_t bytes);
+  ~GuardedBuffer();
+  GuardedBuffer(const GuardedBuffer&) = delete;
+  GuardedBuffer& operator=(const GuardedBuffer&) = delete;
+  void* data() const { return data_; }
+  size_t size() const { return bytes_; }
+
+ private:
+  void* mapping_ = nullptr;
+  size_t mapping_bytes_ = 0;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace simt
