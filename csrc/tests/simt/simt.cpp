@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,7 +23,7 @@ extern "C" void simt_switch_stack(void** save_stack_pointer, void* target_stack_
 extern "C" void simt_fiber_trampoline();
 extern "C" [[noreturn]] void simt_fiber_main();
 asm(R"(
-  .text
+  .pushsection .text
   .globl simt_switch_stack
   .type simt_switch_stack, @function
 simt_switch_stack:
@@ -55,6 +56,7 @@ simt_fiber_trampoline:
   call simt_fiber_main
   ud2
   .size simt_fiber_trampoline, .-simt_fiber_trampoline
+  .popsection
 )");
 #endif
 
@@ -106,6 +108,14 @@ class Region {
     end_ = mapping_ + page + inner;
   }
   char* end() const { return end_; }
+  char* begin() const { return mapping_ != nullptr ? mapping_ + page_bytes() : nullptr; }
+  // Poison every usable byte (0xFF: NaN as floats, -1 as integers), or make them inaccessible.
+  void poison() const {
+    if (end_ != begin()) std::memset(begin(), 0xFF, static_cast<size_t>(end_ - begin()));
+  }
+  void protect() const {
+    if (end_ != begin()) mprotect(begin(), static_cast<size_t>(end_ - begin()), PROT_NONE);
+  }
   void release() {
     if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
     mapping_ = nullptr;
@@ -148,16 +158,20 @@ struct Fiber {
   bool finished = false;
   bool blocked = false;
   WaitKind waiting_for = WaitKind::kNone;
-  const char* what = "";
+  Site site{"", "", 0};
 };
 
 struct Barrier {
   int expected = 0;
   int arrived = 0;
   WaitKind kind = WaitKind::kNone;
-  const char* what = "";
+  Site site{"", "", 0};
   std::vector<int> waiters;
 };
+
+bool same_site(const Site& a, const Site& b) {
+  return a.line == b.line && std::strcmp(a.name, b.name) == 0 && std::strcmp(a.file, b.file) == 0;
+}
 
 struct Warp {
   Barrier barrier;
@@ -179,6 +193,7 @@ struct Cta {
 struct Machine {
   DeviceModel device;
   Schedule schedule = Schedule::kForward;
+  SharedPlacement placement = SharedPlacement::kFlushHigh;
   std::mt19937_64 order_rng{1};
 
   // The launch in progress.
@@ -188,6 +203,7 @@ struct Machine {
   std::vector<Cta> ctas;
   Barrier cluster_barrier;
   std::vector<int> released;  // fibers a barrier has just released (for the run-ahead schedule)
+  LaunchStats stats;
   int current = -1;
   Context scheduler;
   Region stacks;
@@ -245,25 +261,32 @@ void yield_to_scheduler() {
 }
 
 // Arrive at `barrier`; returns once every expected thread has arrived.
-void arrive(Barrier& barrier, WaitKind kind, const char* what) {
+void arrive(Barrier& barrier, WaitKind kind, const Site& site) {
   Machine& m = machine();
   Fiber& f = m.fibers[m.current];
-  if (barrier.arrived > 0 && (barrier.kind != kind || std::strcmp(barrier.what, what) != 0)) {
-    char message[256];
+  if (barrier.arrived > 0 && (barrier.kind != kind || !same_site(barrier.site, site))) {
+    char message[512];
     std::snprintf(message, sizeof(message),
-                  "simt: thread %u of CTA %d reached %s (%s) while others of its group wait at %s "
-                  "(%s): divergent synchronisation",
-                  f.state.thread_idx.x, f.rank, wait_name(kind), what, wait_name(barrier.kind),
-                  barrier.what);
+                  "simt: thread %u of CTA %d reached %s at %s:%d while others of its group wait at "
+                  "%s at %s:%d: divergent synchronisation",
+                  f.state.thread_idx.x, f.rank, site.name, site.file, site.line, barrier.site.name,
+                  barrier.site.file, barrier.site.line);
     fail(message);
   }
   barrier.kind = kind;
-  barrier.what = what;
+  barrier.site = site;
   if (++barrier.arrived == barrier.expected) {
+    switch (kind) {
+      case WaitKind::kCluster: ++m.stats.cluster_syncs; break;
+      case WaitKind::kBlock: ++m.stats.block_syncs; break;
+      case WaitKind::kWarpCollective: ++m.stats.warp_collectives; break;  // counted twice, see below
+      case WaitKind::kSyncwarp: m.stats.warp_collectives += 2; break;
+      case WaitKind::kNone: break;
+    }
     for (int waiter : barrier.waiters) {
       m.fibers[waiter].blocked = false;
       m.fibers[waiter].waiting_for = WaitKind::kNone;
-      m.released.push_back(waiter);
+      if (m.schedule == Schedule::kRunAhead) m.released.push_back(waiter);
     }
     barrier.waiters.clear();
     barrier.arrived = 0;
@@ -272,7 +295,7 @@ void arrive(Barrier& barrier, WaitKind kind, const char* what) {
   barrier.waiters.push_back(m.current);
   f.blocked = true;
   f.waiting_for = kind;
-  f.what = what;
+  f.site = site;
   yield_to_scheduler();
 }
 
@@ -293,9 +316,10 @@ void fiber_entry() {
   int shown = 0;
   for (const Fiber& f : m.fibers) {
     if (f.finished || shown >= 8) continue;
-    char line[200];
-    std::snprintf(line, sizeof(line), "\n  CTA %d thread %u waits at %s (%s)", f.rank,
-                  f.state.thread_idx.x, wait_name(f.waiting_for), f.what);
+    char line[400];
+    std::snprintf(line, sizeof(line), "\n  CTA %d thread %u waits at %s (%s at %s:%d)", f.rank,
+                  f.state.thread_idx.x, wait_name(f.waiting_for), f.site.name, f.site.file,
+                  f.site.line);
     message += line;
     ++shown;
   }
@@ -319,11 +343,14 @@ void run_cluster(const Dim3& first_block) {
   for (int r = 0; r < ranks; ++r) {
     Cta& cta = m.ctas[r];
     cta.dynamic_memory.allocate(s.dynamic_shared_bytes);
-    // CUDA aligns dynamic shared memory to 16 bytes (at least): the slack below the guard page
-    // is under 16 bytes.
-    cta.dynamic_base = reinterpret_cast<char*>(
-        reinterpret_cast<uintptr_t>(cta.dynamic_memory.end() - s.dynamic_shared_bytes) / 16 * 16);
-    std::memset(cta.dynamic_base, 0xFF, s.dynamic_shared_bytes);
+    cta.dynamic_memory.poison();
+    // CUDA aligns dynamic shared memory to 16 bytes (at least): flush high, the slack below the
+    // guard page is under 16 bytes.
+    cta.dynamic_base =
+        m.placement == SharedPlacement::kFlushLow
+            ? cta.dynamic_memory.begin()
+            : reinterpret_cast<char*>(
+                  reinterpret_cast<uintptr_t>(cta.dynamic_memory.end() - s.dynamic_shared_bytes) / 16 * 16);
     cta.barrier.expected = threads;
     cta.warps.assign(warps, Warp());
     for (int w = 0; w < warps; ++w) {
@@ -385,7 +412,12 @@ void run_cluster(const Dim3& first_block) {
                     f.state.thread_idx.x, f.rank);
       fail(message);
     }
-    if (--cta.running_threads == 0) cta.exited = true;
+    if (--cta.running_threads == 0) {
+      // Its shared memory is gone: a pointer another CTA mapped earlier now faults.
+      cta.exited = true;
+      cta.dynamic_memory.protect();
+      cta.static_memory.protect();
+    }
   };
   std::vector<int> order(total);
   std::iota(order.begin(), order.end(), 0);
@@ -426,6 +458,10 @@ void run_cluster(const Dim3& first_block) {
 
 DeviceModel& device() { return machine().device; }
 
+void set_shared_placement(SharedPlacement placement) { machine().placement = placement; }
+
+const LaunchStats& last_launch_stats() { return machine().stats; }
+
 void set_schedule(Schedule schedule, uint64_t seed) {
   machine().schedule = schedule;
   machine().order_rng.seed(seed);
@@ -444,16 +480,23 @@ void* static_shared(size_t bytes, size_t align) {
   Cta& cta = machine().ctas[f.rank];
   if (cta.static_base == nullptr) {
     cta.static_memory.allocate(bytes);
-    cta.static_base = cta.static_memory.end() - bytes;
+    cta.static_memory.poison();
+    cta.static_base = machine().placement == SharedPlacement::kFlushLow
+                          ? cta.static_memory.begin()
+                          : cta.static_memory.end() - bytes;
     cta.static_bytes = bytes;
-    std::memset(cta.static_base, 0xFF, bytes);
     if (reinterpret_cast<uintptr_t>(cta.static_base) % align != 0) {
       fail("simt: static shared memory of this size cannot be placed flush and aligned");
     }
-    const size_t used = bytes + machine().shape.dynamic_shared_bytes;
-    if (used > static_cast<size_t>(machine().device.optin_shared_bytes)) {
-      fail("simt: static + dynamic shared memory exceeds the device's per-block limit: the "
-           "launch would fail with cudaErrorInvalidValue");
+    // CUDA checks the function's dynamic shared-memory attribute plus its static shared memory
+    // against the opt-in limit (cudaFuncSetAttribute fails); simt learns the static size here.
+    const size_t optin = static_cast<size_t>(machine().device.optin_shared_bytes);
+    if (bytes + machine().shape.max_dynamic_shared_bytes > optin) {
+      fail("simt: the kernel's static shared memory (" + std::to_string(bytes) +
+           " B) plus its MaxDynamicSharedMemorySize attribute (" +
+           std::to_string(machine().shape.max_dynamic_shared_bytes) +
+           " B) exceeds the device's opt-in limit (" + std::to_string(optin) +
+           " B): cudaFuncSetAttribute would have failed with cudaErrorInvalidValue");
     }
   } else if (cta.static_bytes != bytes) {
     fail("simt: the emulator supports one static shared object per kernel");
@@ -489,22 +532,22 @@ void* map_shared_rank(const void* address, int rank) {
   fail("simt: map_shared_rank of an address outside this CTA's shared memory");
 }
 
-void syncthreads() {
+void syncthreads(const Site& site) {
   Machine& m = machine();
-  arrive(m.ctas[current_fiber().rank].barrier, WaitKind::kBlock, "__syncthreads");
+  arrive(m.ctas[current_fiber().rank].barrier, WaitKind::kBlock, site);
 }
 
-void syncwarp(unsigned mask) {
+void syncwarp(unsigned mask, const Site& site) {
   if (mask != 0xffffffffu) fail("simt: only full-warp masks are modelled");
   Machine& m = machine();
   const Fiber& f = current_fiber();
-  arrive(m.ctas[f.rank].warps[f.warp].barrier, WaitKind::kSyncwarp, "__syncwarp");
+  arrive(m.ctas[f.rank].warps[f.warp].barrier, WaitKind::kSyncwarp, site);
 }
 
-void cluster_sync() { arrive(machine().cluster_barrier, WaitKind::kCluster, "cluster.sync"); }
+void cluster_sync(const Site& site) { arrive(machine().cluster_barrier, WaitKind::kCluster, site); }
 
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int source_lane, uint64_t* all,
-                       const char* what) {
+                       const Site& site) {
   if (mask != 0xffffffffu) fail("simt: only full-warp masks are modelled");
   Machine& m = machine();
   const Fiber& f = current_fiber();
@@ -512,14 +555,55 @@ uint64_t warp_exchange(unsigned mask, uint64_t mine, int source_lane, uint64_t* 
   if (warp.barrier.expected != kWarpSize) fail("simt: warp collectives need whole warps");
   const int lane = f.lane;
   warp.slots[lane] = mine;
-  arrive(warp.barrier, WaitKind::kWarpCollective, what);  // every lane has deposited
+  if (source_lane >= kWarpSize) fail("simt: warp exchange from a lane past the warp");
+  arrive(warp.barrier, WaitKind::kWarpCollective, site);  // every lane has deposited
   const uint64_t got = source_lane < 0 ? mine : warp.slots[source_lane];
   if (all != nullptr) std::memcpy(all, warp.slots, sizeof(warp.slots));
-  arrive(warp.barrier, WaitKind::kWarpCollective, what);  // every lane has read
+  arrive(warp.barrier, WaitKind::kWarpCollective, site);  // every lane has read
   return got;
 }
 
+namespace {
+// Names the thread that faulted (guard page, misaligned aligned-store), on an alternate stack
+// since a fiber's stack overflow faults too.
+void on_fault(int signal, siginfo_t* info, void*) {
+  const Machine& m = machine();
+  char message[256];
+  int n;
+  if (m.current >= 0 && m.current < static_cast<int>(m.fibers.size())) {
+    const Fiber& f = m.fibers[m.current];
+    n = std::snprintf(message, sizeof(message),
+                      "simt: %s at address %p in thread %u of cluster rank %d, block (%u, %u, %u): "
+                      "an out-of-bounds or misaligned access\n",
+                      signal == SIGBUS ? "SIGBUS" : "SIGSEGV", info->si_addr, f.state.thread_idx.x,
+                      f.rank, f.state.block_idx.x, f.state.block_idx.y, f.state.block_idx.z);
+  } else {
+    n = std::snprintf(message, sizeof(message), "simt: fault outside device code at %p\n", info->si_addr);
+  }
+  if (n > 0) (void)!write(2, message, static_cast<size_t>(n));
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
+}
+
+void install_fault_handler() {
+  static bool installed = false;
+  if (installed) return;
+  installed = true;
+  static char alternate_stack[64 * 1024];
+  stack_t ss = {};
+  ss.ss_sp = alternate_stack;
+  ss.ss_size = sizeof(alternate_stack);
+  sigaltstack(&ss, nullptr);
+  struct sigaction action = {};
+  action.sa_sigaction = on_fault;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigaction(SIGSEGV, &action, nullptr);
+  sigaction(SIGBUS, &action, nullptr);
+}
+}  // namespace
+
 int launch(const LaunchShape& shape, const std::function<void()>& body) {
+  install_fault_handler();
   constexpr int kSuccess = 0, kInvalidValue = 1, kInvalidConfiguration = 9,
                 kInvalidClusterSize = 912;  // cudaError_t values
   Machine& m = machine();
@@ -538,11 +622,16 @@ int launch(const LaunchShape& shape, const std::function<void()>& body) {
   }
   m.shape = shape;
   m.body = &body;
+  m.stats = LaunchStats();
   for (unsigned z = 0; z < g.z; z += c.z) {
     for (unsigned y = 0; y < g.y; y += c.y) {
-      for (unsigned x = 0; x < g.x; x += c.x) run_cluster({x, y, z});
+      for (unsigned x = 0; x < g.x; x += c.x) {
+        run_cluster({x, y, z});
+        ++m.stats.clusters;
+      }
     }
   }
+  m.stats.warp_collectives /= 2;  // a collective is two barrier instances (deposit, read)
   m.body = nullptr;
   m.ctas.clear();
   m.fibers.clear();

@@ -15,7 +15,8 @@
 // wait for it, a read of another CTA's shared memory after that CTA exited, misaligned 16-byte
 // loads, out-of-bounds shared or global accesses (a fault on a guard page), uninitialised shared
 // memory (poisoned), and order dependence between barriers (with shuffled and run-ahead thread
-// orders).
+// orders). A fault (guard page, misaligned SSE store) names the thread and CTA that took it. A
+// lane that exits while its warp waits at __syncwarp is reported, stricter than CUDA.
 //
 // What it does not model: concurrency inside a barrier interval (each thread runs alone between
 // two synchronisation points, so intra-warp lockstep assumptions without a collective and memory
@@ -54,7 +55,13 @@ DeviceModel& device();
 enum class Schedule { kForward, kShuffled, kRunAhead };
 void set_schedule(Schedule schedule, uint64_t seed = 1);
 
+// Where shared memory sits in its guarded mapping: flush against the inaccessible page above it
+// (an overrun faults) or below it (an underrun faults). The rest of the mapping is poisoned too.
+enum class SharedPlacement { kFlushHigh, kFlushLow };
+void set_shared_placement(SharedPlacement placement);
+
 // Aborts the process with a message (the test binary fails, ctest reports it).
+
 [[noreturn]] void fail(const std::string& message);
 
 struct ThreadState {
@@ -70,13 +77,19 @@ int cluster_rank();
 int cluster_size();
 void* map_shared_rank(const void* address, int rank);
 
-// Synchronisation points.
-void syncthreads();
-void syncwarp(unsigned mask);
-void cluster_sync();
-// A warp collective: every lane deposits 8 bytes; `source(lane)` names the lane whose deposit it
-// gets back (-1: its own). Returns the gathered value; `all` receives every lane's deposit.
-uint64_t warp_exchange(unsigned mask, uint64_t mine, int source_lane, uint64_t* all, const char* what);
+// Synchronisation points. A Site names the intrinsic and its call site: threads of one group that
+// meet at different sites are diverging, which CUDA leaves undefined and simt reports.
+struct Site {
+  const char* name;
+  const char* file;
+  int line;
+};
+void syncthreads(const Site& site);
+void syncwarp(unsigned mask, const Site& site);
+void cluster_sync(const Site& site);
+// A warp collective: every lane deposits 8 bytes and gets back the deposit of `source_lane` (-1:
+// its own); `all`, when not null, receives every lane's deposit.
+uint64_t warp_exchange(unsigned mask, uint64_t mine, int source_lane, uint64_t* all, const Site& site);
 
 // Launch: runs `body` once per thread of the grid, cluster by cluster. Returns 0 on success or the
 // cudaError_t a real launch would return for the configuration.
@@ -87,6 +100,15 @@ struct LaunchShape {
   bool non_portable_cluster_allowed = false;
 };
 int launch(const LaunchShape& shape, const std::function<void()>& body);
+
+// Synchronisation instances completed by the last launch (each counted once, not per thread).
+struct LaunchStats {
+  int64_t clusters = 0;
+  int64_t cluster_syncs = 0;
+  int64_t block_syncs = 0;         // __syncthreads, all CTAs
+  int64_t warp_collectives = 0;    // shuffles, votes and __syncwarp, all warps
+};
+const LaunchStats& last_launch_stats();
 
 // Memory flush against an inaccessible page (and with one before it), so that a read past either
 // end of a buffer faults: the emulator's memcheck for global memory.

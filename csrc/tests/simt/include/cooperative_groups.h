@@ -13,7 +13,7 @@ class cluster_group {
   T* map_shared_rank(T* address, unsigned rank) const {
     return static_cast<T*>(simt::map_shared_rank(address, static_cast<int>(rank)));
   }
-  void sync() const { simt::cluster_sync(); }
+  void sync(SIMT_SITE_PARAMETERS) const { simt::cluster_sync({"cluster.sync", file, line}); }
 };
 
 inline cluster_group this_cluster() { return cluster_group(); }

@@ -156,17 +156,21 @@ cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(
 }
 
 // ---- synchronisation and warp intrinsics ----
-inline void __syncthreads() { simt::syncthreads(); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { simt::syncwarp(mask); }
+// The trailing defaulted arguments record the call site (see simt::Site).
+#define SIMT_SITE_PARAMETERS const char *file = __builtin_FILE(), int line = __builtin_LINE()
+inline void __syncthreads(SIMT_SITE_PARAMETERS) { simt::syncthreads({"__syncthreads", file, line}); }
+inline void __syncwarp(unsigned mask = 0xffffffffu, SIMT_SITE_PARAMETERS) {
+  simt::syncwarp(mask, {"__syncwarp", file, line});
+}
 [[noreturn]] inline void __trap() { simt::fail("simt: __trap() in device code"); }
 
 namespace simt {
 template <typename T>
-T warp_gather(unsigned mask, T value, int source_lane, const char* what) {
+T warp_gather(unsigned mask, T value, int source_lane, const Site& site) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "8-byte shuffles at most");
   uint64_t bits = 0;
   std::memcpy(&bits, &value, sizeof(T));
-  bits = warp_exchange(mask, bits, source_lane, nullptr, what);
+  bits = warp_exchange(mask, bits, source_lane, nullptr, site);
   T out;
   std::memcpy(&out, &bits, sizeof(T));
   return out;
@@ -174,25 +178,29 @@ T warp_gather(unsigned mask, T value, int source_lane, const char* what) {
 inline int lane_id() { return static_cast<int>(current_thread().thread_idx.x % 32); }
 }  // namespace simt
 
+// Out-of-range sources as CUDA has them for width 32: an xor or up-shift past the warp returns the
+// lane's own value; __shfl_sync takes the source lane modulo 32.
 template <typename T>
-T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
+T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32, SIMT_SITE_PARAMETERS) {
   if (width != 32) simt::fail("simt: only width-32 shuffles are modelled");
-  return simt::warp_gather(mask, value, simt::lane_id() ^ lane_mask, "__shfl_xor_sync");
+  const int source = simt::lane_id() ^ lane_mask;
+  return simt::warp_gather(mask, value, source >= 0 && source < 32 ? source : -1,
+                           {"__shfl_xor_sync", file, line});
 }
 template <typename T>
-T __shfl_up_sync(unsigned mask, T value, unsigned delta, int width = 32) {
+T __shfl_up_sync(unsigned mask, T value, unsigned delta, int width = 32, SIMT_SITE_PARAMETERS) {
   if (width != 32) simt::fail("simt: only width-32 shuffles are modelled");
   const int source = simt::lane_id() - static_cast<int>(delta);
-  return simt::warp_gather(mask, value, source >= 0 ? source : -1, "__shfl_up_sync");
+  return simt::warp_gather(mask, value, source >= 0 ? source : -1, {"__shfl_up_sync", file, line});
 }
 template <typename T>
-T __shfl_sync(unsigned mask, T value, int source_lane, int width = 32) {
+T __shfl_sync(unsigned mask, T value, int source_lane, int width = 32, SIMT_SITE_PARAMETERS) {
   if (width != 32) simt::fail("simt: only width-32 shuffles are modelled");
-  return simt::warp_gather(mask, value, source_lane & 31, "__shfl_sync");
+  return simt::warp_gather(mask, value, source_lane & 31, {"__shfl_sync", file, line});
 }
-inline int __any_sync(unsigned mask, int predicate) {
+inline int __any_sync(unsigned mask, int predicate, SIMT_SITE_PARAMETERS) {
   uint64_t all[32];
-  simt::warp_exchange(mask, predicate != 0 ? 1u : 0u, -1, all, "__any_sync");
+  simt::warp_exchange(mask, predicate != 0 ? 1u : 0u, -1, all, {"__any_sync", file, line});
   for (uint64_t v : all) {
     if (v != 0) return 1;
   }
