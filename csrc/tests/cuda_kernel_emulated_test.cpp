@@ -1,9 +1,10 @@
 // The CUDA sampling kernel, run on the CPU by tests/simt, against the fused CPU kernel (itself
 // checked against the PyTorch reference by the Python suite): same valid flags, same tokens for the
-// same (seed, offset), same nucleus and probabilities within float tolerance, over dtypes, odd and
-// large V, batch sizes that select every cluster size, per-row parameters, bias vector and table,
-// strided and misaligned rows, and every invalid-row kind. Every case runs with threads in order
-// and again in a shuffled order; launch-time errors are checked too.
+// same (seed, offset), probabilities bit-identical to the CPU's AVX-512 path (within float
+// tolerance of its portable loops), over dtypes, odd and large V, batch sizes that select every
+// cluster size, per-row parameters, bias vector and table, strided and misaligned rows, and every
+// invalid-row kind. Every case runs with threads in order, shuffled and run-ahead (see
+// simt::Schedule); launch-time errors and the barriers per row are checked too.
 //
 // Built by CMake with the simt headers first on the include path (never nvcc): CI has no GPU, so
 // this is where the kernel's control flow, barriers, cluster exchanges and index arithmetic run.
@@ -200,21 +201,22 @@ bool exact_probs() {
 #endif
 }
 
-// CUDA (emulated) against the CPU kernel; returns the CUDA outputs for further checks.
-Outputs check_against_cpu(const Call& c) {
+// CUDA (emulated) against the CPU kernel's outputs for the same call; returns the CUDA outputs
+// for further checks.
+Outputs check_against(const Call& c, const Outputs& cpu) {
   // The name first, so that an abort (simt reports deadlocks and faults that way) names its case.
   std::printf("  %-44s B=%-4lld V=%-7lld cluster %2d", c.name.c_str(), static_cast<long long>(c.batch),
               static_cast<long long>(c.vocab), cluster_for(c));
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
   const Outputs cuda = cuda_outputs(c);
-  const Outputs cpu = cpu_outputs(c);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string where = c.name + ": ";
   expect(cuda.sample_error == 0 && cuda.probs_error == 0,
          where + "launch failed (" + std::to_string(cuda.sample_error) + ", " +
              std::to_string(cuda.probs_error) + ")");
+  const bool exact = exact_probs();
   int token_mismatches = 0, valid_mismatches = 0, out_of_range = 0, prob_rows_off = 0;
   for (int64_t b = 0; b < c.batch; ++b) {
     const int64_t token = cuda.tokens[b];
@@ -230,9 +232,9 @@ Outputs check_against_cpu(const Call& c) {
     double row_sum = 0.0;
     for (int64_t i = 0; i < c.vocab; ++i) {
       const float got = cuda.probs[b * c.vocab + i], want = cpu.probs[b * c.vocab + i];
-      row_ok &= std::isfinite(got) && (exact_probs() ? got == want
-                                                    : (got == 0.0f) == (want == 0.0f) &&
-                                                          std::fabs(got - want) <= 1e-6f + 1e-5f * want);
+      row_ok &= std::isfinite(got) && (exact ? got == want
+                                             : (got == 0.0f) == (want == 0.0f) &&
+                                                   std::fabs(got - want) <= 1e-6f + 1e-5f * want);
       row_sum += got;
     }
     if (cpu.valid[b]) row_ok &= std::fabs(row_sum - 1.0) < 1e-4;
@@ -249,6 +251,8 @@ Outputs check_against_cpu(const Call& c) {
   std::printf("  %6.2f s\n", seconds);
   return cuda;
 }
+
+Outputs check_against_cpu(const Call& c) { return check_against(c, cpu_outputs(c)); }
 
 std::vector<float> normal_logits(int64_t batch, int64_t vocab, float scale, std::mt19937& gen) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -426,27 +430,23 @@ std::vector<Call> fuzz_cases(int count) {
 void barriers_per_row() {
   std::mt19937 gen(17);
   Call c = basic("f32 V=128256 B=1", LogitsDType::kFloat32, 1, 128256, 2.0f, gen);
-  std::printf("synchronisation per row, B=1, V=128256 (cluster %d):\n", cluster_for(c));
+  const int ranks = cluster_for(c);
+  std::printf("synchronisation per row, B=1, V=128256 (cluster %d):\n", ranks);
   const std::pair<const char*, float> settings[] = {{"top_p=0.9", 0.9f}, {"top_p=0.5", 0.5f},
                                                     {"top_p=1", 1.0f}};
   for (const auto& [label, top_p] : settings) {
     c.top_p_value = top_p;
-    tsdi::SamplingParams p;
-    std::vector<int64_t> token(1);
-    bool valid[1];
-    p.logits = c.logits.data();
-    p.batch = 1;
-    p.vocab = c.vocab;
-    p.logits_row_stride = c.vocab;
-    p.top_p_value = top_p;
-    p.tokens = token.data();
-    p.valid = valid;
-    expect(tsdi::cuda::launch_sampling<float, false>(p, nullptr) == cudaSuccess, "B=1 launch");
-    const simt::LaunchStats& st = simt::last_launch_stats();
+    simt::LaunchStats st;  // of the token launch (execute also asks for probabilities)
+    const Outputs out = execute(c, [&](const tsdi::SamplingParams& p, bool probs) {
+      const int err = run_cuda(c.dtype, p, probs);
+      if (!probs) st = simt::last_launch_stats();
+      return err;
+    });
+    expect(out.sample_error == 0, std::string(label) + ": B=1 launch");
     std::printf("  %-10s %lld cluster.sync, %lld __syncthreads per CTA, %lld warp collectives per warp\n",
                 label, static_cast<long long>(st.cluster_syncs),
-                static_cast<long long>(st.block_syncs / cluster_for(c)),
-                static_cast<long long>(st.warp_collectives / (cluster_for(c) * tsdi::cuda::kWarps)));
+                static_cast<long long>(st.block_syncs / ranks),
+                static_cast<long long>(st.warp_collectives / (ranks * tsdi::cuda::kWarps)));
     expect(st.clusters == 1 && st.cluster_syncs <= 11, std::string(label) + ": at most 11 cluster.sync per row");
   }
 }
@@ -516,8 +516,11 @@ int main(int argc, char** argv) {
   std::printf("CUDA kernel (simt emulation) vs the fused CPU kernel (%s), threads in order:\n",
               exact_probs() ? "AVX-512 path: probabilities bit-identical"
                             : "portable path: probabilities within tolerance");
-  std::vector<Outputs> in_order;
-  for (const Call& c : calls) in_order.push_back(check_against_cpu(c));
+  std::vector<Outputs> cpu, in_order;
+  for (const Call& c : calls) {
+    cpu.push_back(cpu_outputs(c));
+    in_order.push_back(check_against(c, cpu.back()));
+  }
   {
     const std::vector<float>& exact = in_order[boundary_case(calls)].probs;
     expect(exact[0] == 1.0f && exact[1] == 0.0f && exact[2] == 0.0f,
@@ -540,7 +543,7 @@ int main(int argc, char** argv) {
                                      ? simt::SharedPlacement::kFlushLow
                                      : simt::SharedPlacement::kFlushHigh);
       for (size_t k = 0; k < calls.size(); ++k) {
-        const Outputs other = check_against_cpu(calls[k]);
+        const Outputs other = check_against(calls[k], cpu[k]);
         expect(other.tokens == in_order[k].tokens && other.valid == in_order[k].valid,
                calls[k].name + ": the thread order changes no token");
       }

@@ -71,64 +71,6 @@ size_t page_bytes() {
   return page;
 }
 
-// An anonymous mapping with an inaccessible page on each side of `bytes` usable bytes; `usable()`
-// ends exactly at the upper guard page.
-class Region {
- public:
-  Region() = default;
-  explicit Region(size_t bytes) { allocate(bytes); }
-  ~Region() { release(); }
-  Region(const Region&) = delete;
-  Region& operator=(const Region&) = delete;
-  Region(Region&& other) noexcept { *this = std::move(other); }
-  Region& operator=(Region&& other) noexcept {
-    if (this != &other) {
-      release();
-      mapping_ = other.mapping_;
-      mapping_bytes_ = other.mapping_bytes_;
-      end_ = other.end_;
-      other.mapping_ = nullptr;
-      other.mapping_bytes_ = 0;
-      other.end_ = nullptr;
-    }
-    return *this;
-  }
-  void allocate(size_t bytes) {
-    release();
-    const size_t page = page_bytes();
-    const size_t inner = (bytes + page - 1) / page * page;
-    mapping_bytes_ = inner + 2 * page;
-    void* m = mmap(nullptr, mapping_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
-    if (m == MAP_FAILED) fail("simt: mmap failed");
-    mapping_ = static_cast<char*>(m);
-    if (inner > 0 && mprotect(mapping_ + page, inner, PROT_READ | PROT_WRITE) != 0) {
-      fail("simt: mprotect failed");
-    }
-    end_ = mapping_ + page + inner;
-  }
-  char* end() const { return end_; }
-  char* begin() const { return mapping_ != nullptr ? mapping_ + page_bytes() : nullptr; }
-  // Poison every usable byte (0xFF: NaN as floats, -1 as integers), or make them inaccessible.
-  void poison() const {
-    if (end_ != begin()) std::memset(begin(), 0xFF, static_cast<size_t>(end_ - begin()));
-  }
-  void protect() const {
-    if (end_ != begin()) mprotect(begin(), static_cast<size_t>(end_ - begin()), PROT_NONE);
-  }
-  void release() {
-    if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
-    mapping_ = nullptr;
-    mapping_bytes_ = 0;
-    end_ = nullptr;
-  }
-
- private:
-  char* mapping_ = nullptr;
-  size_t mapping_bytes_ = 0;
-  char* end_ = nullptr;
-};
-
 enum class WaitKind { kNone, kWarpCollective, kSyncwarp, kBlock, kCluster };
 
 const char* wait_name(WaitKind kind) {
@@ -179,10 +121,10 @@ struct Warp {
 };
 
 struct Cta {
-  Region static_memory;
+  GuardedMapping static_memory;
   size_t static_bytes = 0;
   char* static_base = nullptr;
-  Region dynamic_memory;
+  GuardedMapping dynamic_memory;
   char* dynamic_base = nullptr;
   Barrier barrier;
   std::vector<Warp> warps;
@@ -206,7 +148,7 @@ struct Machine {
   LaunchStats stats;
   int current = -1;
   Context scheduler;
-  Region stacks;
+  GuardedMapping stacks;
   size_t stack_count = 0;
 };
 
@@ -362,16 +304,13 @@ void run_cluster(const Dim3& first_block) {
   m.cluster_barrier = Barrier();
   m.cluster_barrier.expected = total;
 
+  // Each fiber's stack slot: an inaccessible page, then its stack (stacks grow down into it).
+  const size_t slot = kStackBytes + page_bytes();
   if (m.stack_count < static_cast<size_t>(total)) {
-    // One mapping for every stack, each with an inaccessible page below it (stacks grow down).
-    m.stacks.allocate(static_cast<size_t>(total) * (kStackBytes + page_bytes()));
+    m.stacks.allocate(static_cast<size_t>(total) * slot);
     m.stack_count = total;
-    char* base = m.stacks.end() - static_cast<size_t>(total) * (kStackBytes + page_bytes());
-    for (int i = 0; i < total; ++i) {
-      mprotect(base + static_cast<size_t>(i) * (kStackBytes + page_bytes()), page_bytes(), PROT_NONE);
-    }
+    for (int i = 0; i < total; ++i) mprotect(m.stacks.begin() + i * slot, page_bytes(), PROT_NONE);
   }
-  char* stack_base = m.stacks.end() - m.stack_count * (kStackBytes + page_bytes());
 
   m.fibers.assign(total, Fiber());
   for (int i = 0; i < total; ++i) {
@@ -387,9 +326,7 @@ void run_cluster(const Dim3& first_block) {
     f.state.block_idx = {first_block.x + static_cast<unsigned>(f.rank) % s.cluster.x,
                          first_block.y + static_cast<unsigned>(f.rank) / s.cluster.x % s.cluster.y,
                          first_block.z + static_cast<unsigned>(f.rank) / (s.cluster.x * s.cluster.y)};
-    start_context(f.context,
-                  stack_base + static_cast<size_t>(i) * (kStackBytes + page_bytes()) + page_bytes(),
-                  kStackBytes, m.scheduler);
+    start_context(f.context, m.stacks.begin() + i * slot + page_bytes(), kStackBytes, m.scheduler);
   }
 
   int remaining = total;
@@ -638,22 +575,44 @@ int launch(const LaunchShape& shape, const std::function<void()>& body) {
   return kSuccess;
 }
 
-GuardedBuffer::GuardedBuffer(size_t bytes) : bytes_(bytes) {
+GuardedMapping& GuardedMapping::operator=(GuardedMapping&& other) noexcept {
+  if (this != &other) {
+    release();
+    std::swap(mapping_, other.mapping_);
+    std::swap(mapping_bytes_, other.mapping_bytes_);
+    std::swap(begin_, other.begin_);
+    std::swap(end_, other.end_);
+  }
+  return *this;
+}
+
+void GuardedMapping::allocate(size_t bytes) {
+  release();
   const size_t page = page_bytes();
   const size_t inner = (bytes + page - 1) / page * page;
   mapping_bytes_ = inner + 2 * page;
-  void* m = mmap(nullptr, mapping_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* m = mmap(nullptr, mapping_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
   if (m == MAP_FAILED) fail("simt: mmap failed");
-  mapping_ = m;
-  char* base = static_cast<char*>(m);
-  if (inner > 0 && mprotect(base + page, inner, PROT_READ | PROT_WRITE) != 0) {
-    fail("simt: mprotect failed");
-  }
-  data_ = base + page + inner - bytes;
+  mapping_ = static_cast<char*>(m);
+  begin_ = mapping_ + page;
+  end_ = begin_ + inner;
+  if (inner > 0 && mprotect(begin_, inner, PROT_READ | PROT_WRITE) != 0) fail("simt: mprotect failed");
 }
 
-GuardedBuffer::~GuardedBuffer() {
+void GuardedMapping::poison() const {
+  if (end_ != begin_) std::memset(begin_, 0xFF, static_cast<size_t>(end_ - begin_));
+}
+
+void GuardedMapping::protect() const {
+  if (end_ != begin_) mprotect(begin_, static_cast<size_t>(end_ - begin_), PROT_NONE);
+}
+
+void GuardedMapping::release() {
   if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
+  mapping_ = nullptr;
+  mapping_bytes_ = 0;
+  begin_ = end_ = nullptr;
 }
 
 }  // namespace simt

@@ -30,6 +30,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
 
 namespace simt {
 
@@ -110,21 +111,44 @@ struct LaunchStats {
 };
 const LaunchStats& last_launch_stats();
 
+// An anonymous mapping with an inaccessible page on each side of its usable bytes, [begin(),
+// end()): shared memory, fiber stacks and GuardedBuffer are placed in these.
+class GuardedMapping {
+ public:
+  GuardedMapping() = default;
+  ~GuardedMapping() { release(); }
+  GuardedMapping(const GuardedMapping&) = delete;
+  GuardedMapping& operator=(const GuardedMapping&) = delete;
+  GuardedMapping(GuardedMapping&& other) noexcept { *this = std::move(other); }
+  GuardedMapping& operator=(GuardedMapping&& other) noexcept;
+  void allocate(size_t bytes);  // at least `bytes` usable, rounded up to whole pages
+  char* begin() const { return begin_; }
+  char* end() const { return end_; }
+  void poison() const;   // every usable byte 0xFF: NaN as floats, -1 as integers
+  void protect() const;  // every usable byte inaccessible
+  void release();
+
+ private:
+  char* mapping_ = nullptr;
+  size_t mapping_bytes_ = 0;
+  char* begin_ = nullptr;
+  char* end_ = nullptr;
+};
+
 // Memory flush against an inaccessible page (and with one before it), so that a read past either
 // end of a buffer faults: the emulator's memcheck for global memory.
 class GuardedBuffer {
  public:
-  explicit GuardedBuffer(size_t bytes);
-  ~GuardedBuffer();
-  GuardedBuffer(const GuardedBuffer&) = delete;
-  GuardedBuffer& operator=(const GuardedBuffer&) = delete;
+  explicit GuardedBuffer(size_t bytes) : bytes_(bytes) {
+    mapping_.allocate(bytes);
+    data_ = mapping_.end() - bytes;
+  }
   void* data() const { return data_; }
   size_t size() const { return bytes_; }
 
  private:
-  void* mapping_ = nullptr;
-  size_t mapping_bytes_ = 0;
-  void* data_ = nullptr;
+  GuardedMapping mapping_;
+  char* data_ = nullptr;
   size_t bytes_ = 0;
 };
 
