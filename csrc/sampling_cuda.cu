@@ -13,7 +13,8 @@
 namespace tsdi_ext {
 namespace {
 
-void check_device_and_shape(const at::Tensor& logits) {
+// Returns the device's shared-memory budget for logits slices (the launch plans with it).
+int64_t check_device_and_shape(const at::Tensor& logits) {
   // c10 headers and a plain runtime query, not ATen/cuda/CUDAContext.h (which pulls in the cuBLAS
   // and cuSPARSE headers this file does not need).
   const int device = logits.device().index();
@@ -32,16 +33,17 @@ void check_device_and_shape(const at::Tensor& logits) {
   TORCH_CHECK_VALUE(logits.size(1) <= max_vocab, "tsdi_ext: the CUDA kernel handles V <= ",
                     max_vocab, " on this GPU, got ", logits.size(1));
   TORCH_CHECK_VALUE(logits.size(0) <= 65535, "tsdi_ext: the CUDA kernel handles B <= 65535 rows per call");
+  return smem_budget;
 }
 
 template <bool kProbs>
-void launch(const at::Tensor& logits, const tsdi::SamplingParams& p) {
+void launch(const at::Tensor& logits, const tsdi::SamplingParams& p, int64_t smem_budget) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(logits.device().index()).stream();
   cudaError_t err = cudaSuccess;
   switch (logits.scalar_type()) {
-    case at::kFloat: err = tsdi::cuda::launch_sampling<float, kProbs>(p, stream); break;
-    case at::kHalf: err = tsdi::cuda::launch_sampling<__half, kProbs>(p, stream); break;
-    case at::kBFloat16: err = tsdi::cuda::launch_sampling<__nv_bfloat16, kProbs>(p, stream); break;
+    case at::kFloat: err = tsdi::cuda::launch_sampling<float, kProbs>(p, smem_budget, stream); break;
+    case at::kHalf: err = tsdi::cuda::launch_sampling<__half, kProbs>(p, smem_budget, stream); break;
+    case at::kBFloat16: err = tsdi::cuda::launch_sampling<__nv_bfloat16, kProbs>(p, smem_budget, stream); break;
     default: TORCH_CHECK(false, "tsdi_ext: unsupported logits dtype ", logits.scalar_type());
   }
   if (err != cudaSuccess) {
@@ -63,8 +65,8 @@ std::tuple<at::Tensor, at::Tensor> sample_cuda(
                                    temperature_value, top_p, top_p_value, seed, seed_value, offset,
                                    offset_value);
   if (call.params.batch > 0) {
-    check_device_and_shape(call.logits);
-    launch<false>(call.logits, call.params);
+    const int64_t smem_budget = check_device_and_shape(call.logits);
+    launch<false>(call.logits, call.params, smem_budget);
   }
   return {call.tokens, call.valid};
 }
@@ -78,8 +80,8 @@ at::Tensor sampling_probs_cuda(
   ProbsCall call = prepare_probs(logits, bias, positions, alpha, alpha_value, temperature,
                                  temperature_value, top_p, top_p_value);
   if (call.params.batch > 0) {
-    check_device_and_shape(call.logits);
-    launch<true>(call.logits, call.params);
+    const int64_t smem_budget = check_device_and_shape(call.logits);
+    launch<true>(call.logits, call.params, smem_budget);
   }
   return call.probs;
 }

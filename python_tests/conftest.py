@@ -27,3 +27,11 @@ FUSED_DEVICES = [
 def device(request):
     """Each device with a fused kernel: CPU always, CUDA when present (skipped with a reason)."""
     return request.param
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The tiny word-level tokenizer of tiny_models.py (the pipeline and replication tests)."""
+    from tiny_models import tiny_tokenizer
+
+    return tiny_tokenizer()

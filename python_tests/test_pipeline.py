@@ -22,11 +22,6 @@ PROMPTS = ["the river rises in", "how to grow wheat", "sorry i cannot", "water"]
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def models(tokenizer):
     aligned, reference = tiny_llama(0), tiny_llama(1)
     prefer_token(aligned, tokenizer.convert_tokens_to_ids("sorry"), 3.0)

@@ -208,11 +208,6 @@ def test_pareto_optimal_known_front():
 # --------------------------------------------------------------------------- the sweep on tiny models
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def tiny_pair(tokenizer):
     """Reference and aligned share weights; the aligned one adds BOOST to the "sorry" logit."""
     reference, aligned = tiny_llama(0), tiny_llama(0)

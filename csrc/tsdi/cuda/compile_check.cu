@@ -10,5 +10,11 @@ template cudaError_t launch_sampling<__half, false>(const SamplingParams&, cudaS
 template cudaError_t launch_sampling<__half, true>(const SamplingParams&, cudaStream_t);
 template cudaError_t launch_sampling<__nv_bfloat16, false>(const SamplingParams&, cudaStream_t);
 template cudaError_t launch_sampling<__nv_bfloat16, true>(const SamplingParams&, cudaStream_t);
+template cudaError_t launch_sampling<float, false>(const SamplingParams&, int64_t, cudaStream_t);
+template cudaError_t launch_sampling<float, true>(const SamplingParams&, int64_t, cudaStream_t);
+template cudaError_t launch_sampling<__half, false>(const SamplingParams&, int64_t, cudaStream_t);
+template cudaError_t launch_sampling<__half, true>(const SamplingParams&, int64_t, cudaStream_t);
+template cudaError_t launch_sampling<__nv_bfloat16, false>(const SamplingParams&, int64_t, cudaStream_t);
+template cudaError_t launch_sampling<__nv_bfloat16, true>(const SamplingParams&, int64_t, cudaStream_t);
 }  // namespace cuda
 }  // namespace tsdi

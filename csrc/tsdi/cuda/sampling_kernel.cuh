@@ -525,19 +525,15 @@ inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget
   return cudaSuccess;
 }
 
-// Launches the kernel for every row of `params` on `stream`. T: float, __half or __nv_bfloat16.
+// Launches the kernel for every row of `params` on `stream`, with `smem_budget` from
+// slice_smem_budget() for the current device (a caller that already queried it for its own checks
+// passes it on). T: float, __half or __nv_bfloat16.
 template <typename T, bool kProbs>
-cudaError_t launch_sampling(const SamplingParams& params, cudaStream_t stream) {
+cudaError_t launch_sampling(const SamplingParams& params, int64_t smem_budget, cudaStream_t stream) {
   if (params.batch == 0) return cudaSuccess;
   if (params.batch > 65535) return cudaErrorInvalidValue;
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess) return err;
-  int64_t smem_budget = 0;
-  err = slice_smem_budget(device, smem_budget);
-  if (err != cudaSuccess) return err;
   LaunchPlan plan;
-  err = plan_launch(params.batch, params.vocab, smem_budget, plan);
+  cudaError_t err = plan_launch(params.batch, params.vocab, smem_budget, plan);
   if (err != cudaSuccess) return err;
   auto kernel = sampling_kernel<T, kProbs>;
   // The whole budget, not this launch's need: a captured CUDA graph replays its launches with
@@ -570,6 +566,18 @@ cudaError_t launch_sampling(const SamplingParams& params, cudaStream_t stream) {
     if (clusters == 0) return cudaErrorInvalidClusterSize;  // "cannot be scheduled on this device"
   }
   return cudaLaunchKernelEx(&config, kernel, params, plan.slice);
+}
+
+// As above, with the shared-memory budget of the current device queried here.
+template <typename T, bool kProbs>
+cudaError_t launch_sampling(const SamplingParams& params, cudaStream_t stream) {
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  int64_t smem_budget = 0;
+  err = slice_smem_budget(device, smem_budget);
+  if (err != cudaSuccess) return err;
+  return launch_sampling<T, kProbs>(params, smem_budget, stream);
 }
 
 }  // namespace cuda
