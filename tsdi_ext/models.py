@@ -42,16 +42,24 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def load_gguf(path: Path):
+    """``(model, tokenizer)`` from a GGUF file, the weights dequantised to float32 by transformers
+    (needs the ``gguf`` package; slow: tens of seconds for a few hundred million parameters)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return model, tokenizer
+
+
 def _smollm2_directory() -> Path:
     """The safetensors copy of SmolLM2, converted from the GGUF file on first use."""
     target = cache_dir() / _SMOLLM2_CACHE_NAME
     if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    gguf = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    dequantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    dequantised, tokenizer = load_gguf(smollm2_gguf_path())
     # transformers marks GGUF-loaded models as quantised and refuses to save them; the weights
     # are plain float32 after loading, so move them into an unmarked model of the same config.
     config = copy.deepcopy(dequantised.config)

@@ -210,8 +210,6 @@ void bracket_histogram_discards_outside() {
   expect(std::fabs(hist[0] - 0.2) < 1e-7, "the low end lands in bucket 0");
 }
 
-}  // namespace
-
 // The CUDA kernel's split of a slice into a scalar head, 16-byte vectors and a scalar tail: every
 // element exactly once, vector loads and their 4-float shared-memory stores aligned.
 void vector_split_covers_and_aligns() {
@@ -237,6 +235,8 @@ void vector_split_covers_and_aligns() {
   }
   expect(ok, "vector split: coverage and alignment");
 }
+
+}  // namespace
 
 int main() {
   philox_known_answers();
