@@ -4,7 +4,8 @@
 // tolerance of its portable loops), over dtypes, odd and large V, batch sizes that select every
 // cluster size, per-row parameters, bias vector and table, strided and misaligned rows, and every
 // invalid-row kind. Every case runs with threads in order, shuffled and run-ahead (see
-// simt::Schedule); launch-time errors and the barriers per row are checked too.
+// simt::Schedule); launch-time errors, kernel attributes set once per device (and again after a
+// context loses them) and the barriers per row are checked too.
 //
 // Built by CMake with the simt headers first on the include path (never nvcc): CI has no GPU, so
 // this is where the kernel's control flow, barriers, cluster exchanges and index arithmetic run.
@@ -506,6 +507,22 @@ void launch_limits() {
   simt::device() = h100;
 }
 
+// Kernel attributes are set once per device, not on every launch; attributes lost with their
+// context (cudaDeviceReset) are set again by a retried launch that leaves no error behind.
+void attribute_cache() {
+  std::mt19937 gen(23);
+  // Cluster 4 with slices of 12500 floats: past the 48 KB a kernel gets without the attribute.
+  const Call c = basic("f32 V=50000 B=17, attributes cached", LogitsDType::kFloat32, 17, 50000, 2.0f, gen);
+  check_against_cpu(c);
+  const long long warm = simt::function_attribute_sets();
+  check_against_cpu(c);
+  expect(simt::function_attribute_sets() == warm, "a warm launch sets no kernel attribute");
+  simt::function_attributes().clear();  // as after cudaDeviceReset
+  check_against_cpu(c);
+  expect(simt::function_attribute_sets() > warm, "lost attributes are set again");
+  expect(cudaGetLastError() == cudaSuccess, "the retried launch leaves no error behind");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -552,6 +569,7 @@ int main(int argc, char** argv) {
     simt::set_shared_placement(simt::SharedPlacement::kFlushHigh);
   }
   launch_limits();
+  attribute_cache();
   barriers_per_row();
   if (failures == 0) std::printf("tsdi_cuda_emulated_test: all checks passed\n");
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

@@ -29,6 +29,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "../common.h"
@@ -525,6 +526,52 @@ inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget
   return cudaSuccess;
 }
 
+// The kernel attributes a launch needs, as last set on each device for one kernel instantiation,
+// so that cudaFuncSetAttribute runs when they change (once per device and process in practice),
+// not on every call: it is a driver call, and the CUDA runtime makes it wait for in-flight
+// host<->device copies (as reported in intel/llvm#16928), which a decoding loop's overlapped copies
+// should not hold up. Statics of an inline function: one cache per process, shared by every
+// translation unit.
+struct KernelAttributeCache {
+  static constexpr int kDevices = 64;               // devices past this set them on every launch
+  std::atomic<int64_t> smem_bytes[kDevices] = {};   // MaxDynamicSharedMemorySize; 0: not set
+  std::atomic<bool> non_portable_cluster[kDevices] = {};
+};
+template <typename T, bool kProbs>
+KernelAttributeCache& kernel_attribute_cache() {
+  static KernelAttributeCache cache;
+  return cache;
+}
+
+// Sets the attributes `plan` needs on `device`, skipping those the cache (when given) says are
+// set. *skipped: whether the cache skipped any.
+template <typename Kernel>
+cudaError_t set_kernel_attributes(Kernel kernel, KernelAttributeCache* cache, int device,
+                                  int64_t smem_budget, const LaunchPlan& plan, bool* skipped) {
+  *skipped = false;
+  // The whole budget, not this launch's need: a captured CUDA graph replays its launches with the
+  // attribute as it is then, which a later, smaller setting must not undercut. The budget is a
+  // constant of the device, so concurrent callers set the same value.
+  if (cache != nullptr && cache->smem_bytes[device].load(std::memory_order_acquire) == smem_budget) {
+    *skipped = true;
+  } else {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(smem_budget));
+    if (err != cudaSuccess) return err;
+    if (cache != nullptr) cache->smem_bytes[device].store(smem_budget, std::memory_order_release);
+  }
+  if (plan.cluster > kMaxClusterPortable) {
+    if (cache != nullptr && cache->non_portable_cluster[device].load(std::memory_order_acquire)) {
+      *skipped = true;
+    } else {
+      const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      if (err != cudaSuccess) return err;
+      if (cache != nullptr) cache->non_portable_cluster[device].store(true, std::memory_order_release);
+    }
+  }
+  return cudaSuccess;
+}
+
 // Launches the kernel for every row of `params` on `stream`, with `smem_budget` from
 // slice_smem_budget() for the current device (a caller that already queried it for its own checks
 // passes it on). T: float, __half or __nv_bfloat16.
@@ -535,16 +582,13 @@ cudaError_t launch_sampling(const SamplingParams& params, int64_t smem_budget, c
   LaunchPlan plan;
   cudaError_t err = plan_launch(params.batch, params.vocab, smem_budget, plan);
   if (err != cudaSuccess) return err;
-  auto kernel = sampling_kernel<T, kProbs>;
-  // The whole budget, not this launch's need: a captured CUDA graph replays its launches with
-  // the attribute as it is then, which a later, smaller setting must not undercut.
-  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(smem_budget));
+  int device = 0;
+  err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
-  if (plan.cluster > kMaxClusterPortable) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    if (err != cudaSuccess) return err;
-  }
+  KernelAttributeCache* cache = device >= 0 && device < KernelAttributeCache::kDevices
+                                    ? &kernel_attribute_cache<T, kProbs>()
+                                    : nullptr;
+  auto kernel = sampling_kernel<T, kProbs>;
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(plan.cluster, static_cast<unsigned>(params.batch), 1);
   config.blockDim = dim3(kThreads, 1, 1);
@@ -557,15 +601,30 @@ cudaError_t launch_sampling(const SamplingParams& params, int64_t smem_budget, c
   attribute[0].val.clusterDim.z = 1;
   config.attrs = attribute;
   config.numAttrs = 1;
-  if (plan.cluster > kMaxClusterPortable) {
-    // 16 co-resident CTAs of ~200 KB shared memory each need 16 free SMs in one GPC: true on a
-    // full H100/H200, not under MIG or on smaller parts. Ask before launching (rare path only).
-    int clusters = 0;
-    err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
-    if (err != cudaSuccess) return err;
-    if (clusters == 0) return cudaErrorInvalidClusterSize;  // "cannot be scheduled on this device"
+  const auto attempt = [&](bool* skipped) {
+    cudaError_t e = set_kernel_attributes(kernel, cache, device, smem_budget, plan, skipped);
+    if (e != cudaSuccess) return e;
+    if (plan.cluster > kMaxClusterPortable) {
+      // 16 co-resident CTAs of ~200 KB shared memory each need 16 free SMs in one GPC: true on a
+      // full H100/H200, not under MIG or on smaller parts. Ask before launching (rare path only).
+      int clusters = 0;
+      e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+      if (e != cudaSuccess) return e;
+      if (clusters == 0) return cudaErrorInvalidClusterSize;  // "cannot be scheduled on this device"
+    }
+    return cudaLaunchKernelEx(&config, kernel, params, plan.slice);
+  };
+  bool skipped = false;
+  err = attempt(&skipped);
+  if (err != cudaSuccess && skipped) {
+    // The cached attributes may have gone with the context they were set in (cudaDeviceReset):
+    // forget them, clear the failed launch's error and try once more, setting them again.
+    cache->smem_bytes[device].store(0, std::memory_order_release);
+    cache->non_portable_cluster[device].store(false, std::memory_order_release);
+    (void)cudaGetLastError();
+    err = attempt(&skipped);
   }
-  return cudaLaunchKernelEx(&config, kernel, params, plan.slice);
+  return err;
 }
 
 // As above, with the shared-memory budget of the current device queried here.

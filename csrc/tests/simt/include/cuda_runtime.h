@@ -88,6 +88,16 @@ inline std::map<const void*, FunctionAttributes>& function_attributes() {
   static std::map<const void*, FunctionAttributes> attributes;
   return attributes;
 }
+// cudaFuncSetAttribute calls so far (tests count them).
+inline long long& function_attribute_sets() {
+  static long long sets = 0;
+  return sets;
+}
+// The error cudaGetLastError returns and clears: that of the last failed launch.
+inline cudaError_t& last_error() {
+  static cudaError_t error = cudaSuccess;
+  return error;
+}
 inline LaunchShape launch_shape(const cudaLaunchConfig_t& config, const void* function) {
   LaunchShape shape;
   shape.grid = {config.gridDim.x, config.gridDim.y, config.gridDim.z};
@@ -120,6 +130,7 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, 
 }
 template <typename Function>
 cudaError_t cudaFuncSetAttribute(Function* function, cudaFuncAttribute attribute, int value) {
+  ++simt::function_attribute_sets();
   simt::FunctionAttributes& a = simt::function_attributes()[reinterpret_cast<const void*>(function)];
   switch (attribute) {
     case cudaFuncAttributeMaxDynamicSharedMemorySize:
@@ -151,8 +162,15 @@ cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(
   static_assert(sizeof...(Params) == sizeof...(Args), "kernel argument count");
   std::tuple<std::decay_t<Params>...> parameters(std::forward<Args>(args)...);
   const std::function<void()> body = [&]() { std::apply(kernel, parameters); };
-  return static_cast<cudaError_t>(
+  const auto err = static_cast<cudaError_t>(
       simt::launch(simt::launch_shape(*config, reinterpret_cast<const void*>(kernel)), body));
+  if (err != cudaSuccess) simt::last_error() = err;
+  return err;
+}
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t err = simt::last_error();
+  simt::last_error() = cudaSuccess;
+  return err;
 }
 
 // ---- synchronisation and warp intrinsics ----
