@@ -530,8 +530,8 @@ inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget
 // so that cudaFuncSetAttribute runs when they change (once per device and process in practice),
 // not on every call: it is a driver call, and the CUDA runtime makes it wait for in-flight
 // host<->device copies (as reported in intel/llvm#16928), which a decoding loop's overlapped copies
-// should not hold up. Statics of an inline function: one cache per process, shared by every
-// translation unit.
+// should not hold up. A function template's static: one cache per instantiation and process,
+// shared by every translation unit.
 struct KernelAttributeCache {
   static constexpr int kDevices = 64;               // devices past this set them on every launch
   std::atomic<int64_t> smem_bytes[kDevices] = {};   // MaxDynamicSharedMemorySize; 0: not set
