@@ -20,8 +20,8 @@
 # pyenv's 3.12), CUDA_WHEEL_TORCH (default torch==2.11.0), CUDA_WHEEL_VENV (default
 # .venv-cuda-wheel; recreated), CUDA_HOME (default /usr/local/cuda when it exists),
 # TORCH_CUDA_ARCH_LIST, MAX_JOBS.
-# Steps 3-5 are skipped with a notice when nvcc or Python 3.12 is missing or torch cannot be
-# fetched from the package index; any other failure fails.
+# Steps 3-5 are skipped with a notice when nvcc or Python 3.12 is missing or the index has no
+# such torch; any other failure (including a torch install that fails for another reason) fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "check_sdist_wheels: $*"; }
@@ -75,8 +75,14 @@ rm -rf "$VENV"
 "$PYTHON312" -m venv "$VENV"
 PY="$(cd "$VENV/bin" && pwd)/python"
 "$PY" -m pip install -q --upgrade pip
-if ! "$PY" -m pip install -q "$TORCH_SPEC"; then
-  say "could not install $TORCH_SPEC from the package index, skipping the CUDA wheel"; exit 0
+# Skip only when the index has no such torch; any other install failure (a full disk, a broken
+# wheel) is a failure, not a reason to skip: a disk-full CI run once passed here by skipping.
+if ! "$PY" -m pip install -q "$TORCH_SPEC" 2> "$work/torch-install.err"; then
+  cat "$work/torch-install.err" >&2
+  if grep -qE "No matching distribution found|Could not find a version that satisfies" "$work/torch-install.err"; then
+    say "$TORCH_SPEC is not in the package index, skipping the CUDA wheel"; exit 0
+  fi
+  say "installing $TORCH_SPEC failed" >&2; exit 1
 fi
 "$PY" -c "import sys, torch; sys.exit(0 if torch.version.cuda else 'check_sdist_wheels: $TORCH_SPEC has no CUDA')"
 "$PY" -m pip install -q -r requirements-dev.txt
