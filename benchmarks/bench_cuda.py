@@ -1,11 +1,17 @@
 """CUDA microbenchmark of the fused sampling kernel (a benchmark, not a test; needs a GPU).
 
-For V in {32000, 128256, 151936, 262144}, B in {1, 8, 32, 64, 128, 256}, float32 and bfloat16:
-median µs per call (CUDA events, warm-up, inputs rotated over a pool larger than L2) of the fused
-kernel, the pure-PyTorch path, the Hugging Face path (bias subtraction + TemperatureLogitsWarper +
-TopPLogitsWarper + softmax + multinomial), and the memory floor: the bytes of logits read once
-over the device-to-device copy bandwidth measured in the same run. Also the CUDA-graph-replayed
-time at B=1, V=128256. Prints one table, writes benchmarks/results/cuda_sampling.json.
+For V in {128256, 32000, 151936, 262144}, B in {1, 8, 32, 64, 128, 256}, float32 and bfloat16
+(the target shapes first): median µs per call (CUDA events, warm-up, inputs rotated over a pool
+larger than L2) of the fused kernel, the pure-PyTorch path, the Hugging Face path (bias
+subtraction + TemperatureLogitsWarper + TopPLogitsWarper + softmax + multinomial), and the memory
+floor: the bytes of logits read once over the device-to-device copy bandwidth measured in the same
+run, counted as bytes read plus bytes written (what the memory system moves per second; a kernel
+that only reads cannot stream faster). The bias rows (8 x V float32, shared by the batch) are left
+out of the floor. Also the CUDA-graph-replayed time per call at B=1 for every V (100 calls in one
+graph; the logits stay in L2, as a decoding loop's freshly written logits would).
+
+Prints one table and the three targets of issue #3; the JSON (--out) is rewritten after every row,
+so a run stopped by --budget-s or killed still leaves what it measured.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import datetime
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -22,7 +29,8 @@ from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 import tsdi_ext
 
 RESULTS = Path(__file__).resolve().parent / "results"
-L2_ROTATION_BYTES = 256 * 2**20  # rotate inputs over >= 256 MiB so L2 (50 MiB on H100) is cold
+L2_ROTATION_BYTES = 256 * 2**20  # rotate inputs over >= 256 MiB: several times the L2 (50 MiB H100, 60 MiB H200)
+GRAPH_CALLS = 100
 
 
 def cuda_median_us(fn, pool_size: int, repeats: int = 50) -> float:
@@ -40,77 +48,137 @@ def cuda_median_us(fn, pool_size: int, repeats: int = 50) -> float:
 
 
 def copy_bandwidth_gbps() -> float:
+    """Bytes read plus bytes written per second by a 512 MiB device-to-device copy, in GB/s."""
     src = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     us = cuda_median_us(lambda _: dst.copy_(src), 1, repeats=20)
-    return 2 * src.numel() / (us * 1e-6) / 1e9  # read + write
+    return 2 * src.numel() / (us * 1e-6) / 1e9
+
+
+def graph_replayed_us(vocab: int, dtype: torch.dtype) -> float:
+    """µs per call of B=1 sampling replayed from a CUDA graph of GRAPH_CALLS calls."""
+    logits = (torch.randn(1, vocab, device="cuda") * 3).to(dtype)
+    offset = torch.zeros(1, dtype=torch.int64, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        tsdi_ext.sample(logits, temperature=0.8, top_p=0.9, offset=offset)  # sets kernel attributes
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(GRAPH_CALLS):
+            tsdi_ext.sample(logits, temperature=0.8, top_p=0.9, offset=offset)
+    return cuda_median_us(lambda _: graph.replay(), 1, 20) / GRAPH_CALLS
+
+
+def memory_floor_us(nbytes: int, copy_gbps: float) -> float:
+    """µs to read nbytes at the copy's bytes-read-plus-written rate (copy_gbps, GB/s)."""
+    return nbytes / (copy_gbps * 1e9) * 1e6
+
+
+def hf_path(logits, bias, positions, warpers, ids):
+    scores = logits.float() - bias[positions.clamp(max=bias.shape[0] - 1)]
+    for warper in warpers:
+        scores = warper(ids, scores)
+    return torch.multinomial(torch.softmax(scores, -1), 1)
+
+
+def measure_row(dtype: torch.dtype, vocab: int, batch: int, bias: torch.Tensor, bandwidth: float) -> dict:
+    nbytes = batch * vocab * dtype.itemsize
+    pool = [(torch.randn(batch, vocab, device="cuda") * 3).to(dtype)
+            for _ in range(max(2, min(64, L2_ROTATION_BYTES // max(nbytes, 1))))]
+    positions = torch.arange(batch, device="cuda") % 10  # rows at positions 8 and 9 get no bias
+    seeds = torch.arange(batch, device="cuda")
+    kw = dict(bias=bias, positions=positions, alpha=1.0, temperature=0.8, top_p=0.9, seed=seeds, offset=seeds)
+    fused = cuda_median_us(lambda i: tsdi_ext.sample(pool[i], **kw), len(pool))
+    reps = 5 if batch * vocab > 8_000_000 else 20
+    ref = cuda_median_us(lambda i: tsdi_ext.sample(pool[i], backend="torch", **kw), len(pool), reps)
+    ids = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
+    warpers = [TemperatureLogitsWarper(0.8), TopPLogitsWarper(0.9)]
+    hf_us = cuda_median_us(lambda i: hf_path(pool[i], bias, positions, warpers, ids), len(pool), reps)
+    floor = memory_floor_us(nbytes, bandwidth)
+    return {"dtype": str(dtype).removeprefix("torch."), "batch": batch, "vocab": vocab, "fused_us": fused,
+            "torch_us": ref, "hf_us": hf_us, "floor_us": floor, "fused_gbps": nbytes / (fused * 1e-6) / 1e9}
+
+
+def targets(rows: list[dict], graph_us: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue #3's targets as (what, measured, met); met is None when the shape was not measured."""
+    def find(dtype, batch, vocab):
+        return next((r for r in rows if (r["dtype"], r["batch"], r["vocab"]) == (dtype, batch, vocab)), None)
+
+    out = []
+    r = find("float32", 256, 128256)
+    out.append(("B=256 V=128256 fp32 within 2x of the memory floor",
+                f"{r['fused_us'] / r['floor_us']:.2f}x" if r else "not measured",
+                r["fused_us"] <= 2 * r["floor_us"] if r else None))
+    g = graph_us.get("float32/128256")
+    out.append(("B=1 V=128256 fp32 under 10 us per call, graph-replayed",
+                f"{g:.2f} us" if g is not None else "not measured", g < 10 if g is not None else None))
+    r = find("float32", 64, 128256)
+    out.append(("B=64 V=128256 fp32 at least 20x the pure-PyTorch path",
+                f"{r['torch_us'] / r['fused_us']:.1f}x" if r else "not measured",
+                r["torch_us"] >= 20 * r["fused_us"] if r else None))
+    return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 128256, 151936, 262144])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", type=int, nargs="+", default=[128256, 32000, 151936, 262144])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 64, 128, 256])
     parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--out", type=Path, default=RESULTS / "cuda_sampling.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "gpu" / "cuda_sampling.json")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no new row after this many seconds (the JSON says what was left out)")
     args = parser.parse_args(argv)
+    started = time.monotonic()
 
     props = torch.cuda.get_device_properties(0)
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                             capture_output=True, text=True).stdout.strip()
     bandwidth = copy_bandwidth_gbps()
-    machine = {"gpu": props.name, "driver": driver, "torch": torch.__version__, "cuda": torch.version.cuda,
-               "tsdi_ext": tsdi_ext.__version__, "d2d_copy_gbps": bandwidth,
+    machine = {"gpu": props.name, "sms": props.multi_processor_count, "driver": driver,
+               "torch": torch.__version__, "cuda": torch.version.cuda, "tsdi_ext": tsdi_ext.__version__,
+               "d2d_copy_gbps_read_plus_write": bandwidth,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    print(f"# {props.name} | driver {driver} | torch {torch.__version__} CUDA {torch.version.cuda} | "
-          f"d2d copy {bandwidth:.0f} GB/s")
+    print(f"# {props.name} ({props.multi_processor_count} SMs) | driver {driver} | torch {torch.__version__} "
+          f"CUDA {torch.version.cuda} | d2d copy {bandwidth:.0f} GB/s (read + write) | {machine['date']}")
+    result = {"machine": machine, "rows": [], "graph_b1_us": {}, "complete": False, "skipped": []}
+
+    def save():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+
+    for dtype_name in args.dtype:  # cheap, and one of the targets: first
+        for vocab in args.vocab:
+            us = graph_replayed_us(vocab, getattr(torch, dtype_name))
+            result["graph_b1_us"][f"{dtype_name}/{vocab}"] = us
+            print(f"graph-replayed B=1 V={vocab} {dtype_name}: {us:.2f} us per call", flush=True)
+    save()
     print(f"{'dtype':8s} {'B':>4s} {'V':>7s} {'fused us':>9s} {'torch us':>9s} {'hf us':>9s} {'floor us':>9s} "
           f"{'x torch':>8s} {'x hf':>7s} {'/floor':>7s} {'GB/s':>7s}")
-    rows = []
     for dtype_name in args.dtype:
         dtype = getattr(torch, dtype_name)
         for vocab in args.vocab:
             bias = torch.randn(8, vocab, device="cuda") * 0.5
             for batch in args.batch:
-                nbytes = batch * vocab * dtype.itemsize
-                pool = [torch.randn(batch, vocab, device="cuda").to(dtype) * 3
-                        for _ in range(max(2, min(64, L2_ROTATION_BYTES // max(nbytes, 1))))]
-                positions = torch.arange(batch, device="cuda") % 10
-                seeds = torch.arange(batch, device="cuda")
-                kw = dict(bias=bias, positions=positions, alpha=1.0, temperature=0.8, top_p=0.9, seed=seeds, offset=seeds)
-                fused = cuda_median_us(lambda i: tsdi_ext.sample(pool[i], **kw), len(pool))
-                reps = 5 if batch * vocab > 8_000_000 else 20
-                ref = cuda_median_us(lambda i: tsdi_ext.sample(pool[i], backend="torch", **kw), len(pool), reps)
-                ids = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
-                warpers = [TemperatureLogitsWarper(0.8), TopPLogitsWarper(0.9)]
-
-                def hf(i):
-                    scores = pool[i].float() - bias[positions.clamp(max=7)]
-                    for w in warpers:
-                        scores = w(ids, scores)
-                    return torch.multinomial(torch.softmax(scores, -1), 1)
-
-                hf_us = cuda_median_us(hf, len(pool), reps)
-                floor = nbytes / (bandwidth * 1e9 / 2) * 1e6  # one read at half the read+write copy rate
-                row = {"dtype": dtype_name, "batch": batch, "vocab": vocab, "fused_us": fused, "torch_us": ref,
-                       "hf_us": hf_us, "floor_us": floor, "fused_gbps": nbytes / (fused * 1e-6) / 1e9}
-                rows.append(row)
-                print(f"{dtype_name:8s} {batch:4d} {vocab:7d} {fused:9.1f} {ref:9.1f} {hf_us:9.1f} {floor:9.1f} "
-                      f"{ref / fused:8.1f} {hf_us / fused:7.1f} {fused / floor:7.2f} {row['fused_gbps']:7.0f}", flush=True)
-    # B=1, V=128256 replayed from a CUDA graph (the per-token latency a decoding loop sees).
-    logits = torch.randn(1, 128256, device="cuda") * 3
-    offset = torch.zeros(1, dtype=torch.int64, device="cuda")
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        tsdi_ext.sample(logits, temperature=0.8, top_p=0.9, offset=offset)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(100):
-            tsdi_ext.sample(logits, temperature=0.8, top_p=0.9, offset=offset)
-    graph_us = cuda_median_us(lambda _: graph.replay(), 1, 20) / 100
-    print(f"graph-replayed B=1 V=128256 fp32: {graph_us:.2f} us per call")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "rows": rows, "graph_b1_v128256_us": graph_us}, indent=1))
+                if args.budget_s is not None and time.monotonic() - started > args.budget_s:
+                    result["skipped"].append({"dtype": dtype_name, "batch": batch, "vocab": vocab})
+                    continue
+                row = measure_row(dtype, vocab, batch, bias, bandwidth)
+                result["rows"].append(row)
+                save()
+                print(f"{dtype_name:8s} {batch:4d} {vocab:7d} {row['fused_us']:9.1f} {row['torch_us']:9.1f} "
+                      f"{row['hf_us']:9.1f} {row['floor_us']:9.1f} {row['torch_us'] / row['fused_us']:8.1f} "
+                      f"{row['hf_us'] / row['fused_us']:7.1f} {row['fused_us'] / row['floor_us']:7.2f} "
+                      f"{row['fused_gbps']:7.0f}", flush=True)
+    result["complete"] = not result["skipped"]
+    result["targets"] = [{"target": t, "measured": m, "met": met} for t, m, met in targets(result["rows"], result["graph_b1_us"])]
+    save()
+    if result["skipped"]:
+        print(f"budget reached: {len(result['skipped'])} rows not measured (listed in the JSON)")
+    for t, m, met in targets(result["rows"], result["graph_b1_us"]):
+        print(f"target: {t}: {m} -> {'met' if met else 'NOT met' if met is not None else 'not measured'}")
     print(f"wrote {args.out}")
     return 0
 

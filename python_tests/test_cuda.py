@@ -31,7 +31,7 @@ def _inputs(batch, vocab, dtype=torch.float32, seed=0):
     return logits, bias, positions, seeds, offsets
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize("batch,vocab", SHAPES)
 def test_cuda_matches_cpu_token_for_token(batch, vocab, dtype):
     logits, bias, positions, seeds, offsets = _inputs(batch, vocab, dtype)

