@@ -1,8 +1,8 @@
 """CUDA microbenchmark of the fused sampling kernel (a benchmark, not a test; needs a GPU).
 
 For V in {128256, 32000, 151936, 262144}, B in {1, 8, 32, 64, 128, 256}, float32 and bfloat16
-(the target shapes first): median µs per call (CUDA events, warm-up, inputs rotated over a pool
-larger than L2) of the fused kernel, the pure-PyTorch path, the Hugging Face path (bias
+(the target shapes first): median µs per call (CUDA events, warm-up, L2 overwritten before each
+timed call, 8 inputs rotated) of the fused kernel, the pure-PyTorch path, the Hugging Face path (bias
 subtraction + TemperatureLogitsWarper + TopPLogitsWarper + softmax + multinomial), and the memory
 floor: the bytes of logits read once over the device-to-device copy bandwidth measured in the same
 run, counted as bytes read plus bytes written (what the memory system moves per second; a kernel
@@ -11,7 +11,8 @@ out of the floor. Also the CUDA-graph-replayed time per call at B=1 for every V 
 graph; the logits stay in L2, as a decoding loop's freshly written logits would).
 
 Prints one table and the three targets of issue #3; the JSON (--out) is rewritten after every row,
-so a run stopped by --budget-s or killed still leaves what it measured.
+so a run stopped by --budget-s or killed still leaves what it measured; a shape that fails is
+recorded with its error and the others still run (exit status 1).
 """
 
 from __future__ import annotations
@@ -23,22 +24,34 @@ import subprocess
 import time
 from pathlib import Path
 
-import torch
-from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+STARTED = time.monotonic()  # --budget-s counts from here, imports included
 
-import tsdi_ext
+import torch  # noqa: E402
+from transformers import TemperatureLogitsWarper, TopPLogitsWarper  # noqa: E402
+
+import tsdi_ext  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-L2_ROTATION_BYTES = 256 * 2**20  # rotate inputs over >= 256 MiB: several times the L2 (50 MiB H100, 60 MiB H200)
+L2_ROTATION_BYTES = 256 * 2**20  # several times the L2 (50 MiB H100, 60 MiB H200)
 GRAPH_CALLS = 100
+_l2_flush = None
 
 
-def cuda_median_us(fn, pool_size: int, repeats: int = 50) -> float:
+def cuda_median_us(fn, pool_size: int, repeats: int = 50, flush_l2: bool = True) -> float:
+    """Median µs of fn(i) (i rotating over the input pool) between CUDA events, after 5 warm-up
+    calls. flush_l2: overwrite L2_ROTATION_BYTES before each timed call (outside the events), so
+    that no call finds its inputs in L2, however small the pool (the pool's own creation would
+    leave small inputs there)."""
+    global _l2_flush
+    if flush_l2 and _l2_flush is None:
+        _l2_flush = torch.empty(L2_ROTATION_BYTES, dtype=torch.uint8, device="cuda")
     for i in range(5):
         fn(i % pool_size)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     for i in range(repeats):
+        if flush_l2:
+            _l2_flush.fill_(i & 0xFF)
         starts[i].record()
         fn(i % pool_size)
         ends[i].record()
@@ -51,7 +64,7 @@ def copy_bandwidth_gbps() -> float:
     """Bytes read plus bytes written per second by a 512 MiB device-to-device copy, in GB/s."""
     src = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    us = cuda_median_us(lambda _: dst.copy_(src), 1, repeats=20)
+    us = cuda_median_us(lambda _: dst.copy_(src), 1, repeats=20, flush_l2=False)  # 1 GiB moved: L2 is no help
     return 2 * src.numel() / (us * 1e-6) / 1e9
 
 
@@ -69,7 +82,7 @@ def graph_replayed_us(vocab: int, dtype: torch.dtype) -> float:
     with torch.cuda.graph(graph):
         for _ in range(GRAPH_CALLS):
             tsdi_ext.sample(logits, temperature=0.8, top_p=0.9, offset=offset)
-    return cuda_median_us(lambda _: graph.replay(), 1, 20) / GRAPH_CALLS
+    return cuda_median_us(lambda _: graph.replay(), 1, 20, flush_l2=False) / GRAPH_CALLS
 
 
 def memory_floor_us(nbytes: int, copy_gbps: float) -> float:
@@ -78,7 +91,9 @@ def memory_floor_us(nbytes: int, copy_gbps: float) -> float:
 
 
 def hf_path(logits, bias, positions, warpers, ids):
-    scores = logits.float() - bias[positions.clamp(max=bias.shape[0] - 1)]
+    # Rows at positions >= L get no bias, as in tsdi_ext.sample.
+    in_table = (positions < bias.shape[0]).unsqueeze(1)
+    scores = logits.float() - bias[positions.clamp(max=bias.shape[0] - 1)] * in_table
     for warper in warpers:
         scores = warper(ids, scores)
     return torch.multinomial(torch.softmax(scores, -1), 1)
@@ -86,8 +101,7 @@ def hf_path(logits, bias, positions, warpers, ids):
 
 def measure_row(dtype: torch.dtype, vocab: int, batch: int, bias: torch.Tensor, bandwidth: float) -> dict:
     nbytes = batch * vocab * dtype.itemsize
-    pool = [(torch.randn(batch, vocab, device="cuda") * 3).to(dtype)
-            for _ in range(max(2, min(64, L2_ROTATION_BYTES // max(nbytes, 1))))]
+    pool = [(torch.randn(batch, vocab, device="cuda") * 3).to(dtype) for _ in range(8)]  # nuclei vary
     positions = torch.arange(batch, device="cuda") % 10  # rows at positions 8 and 9 get no bias
     seeds = torch.arange(batch, device="cuda")
     kw = dict(bias=bias, positions=positions, alpha=1.0, temperature=0.8, top_p=0.9, seed=seeds, offset=seeds)
@@ -131,7 +145,6 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no new row after this many seconds (the JSON says what was left out)")
     args = parser.parse_args(argv)
-    started = time.monotonic()
 
     props = torch.cuda.get_device_properties(0)
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -143,15 +156,26 @@ def main(argv=None) -> int:
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     print(f"# {props.name} ({props.multi_processor_count} SMs) | driver {driver} | torch {torch.__version__} "
           f"CUDA {torch.version.cuda} | d2d copy {bandwidth:.0f} GB/s (read + write) | {machine['date']}")
-    result = {"machine": machine, "rows": [], "graph_b1_us": {}, "complete": False, "skipped": []}
+    result = {"machine": machine, "rows": [], "graph_b1_us": {}, "errors": [], "complete": False, "skipped": []}
 
-    def save():
+    def save():  # after every measurement: a run that is stopped keeps what it measured
+        result["targets"] = [{"target": t, "measured": m, "met": met}
+                             for t, m, met in targets(result["rows"], result["graph_b1_us"])]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
 
+    def failed(what: str, error: Exception):  # one failing shape must not cost the others
+        result["errors"].append({"what": what, "error": f"{type(error).__name__}: {error}"})
+        print(f"{what}: FAILED: {type(error).__name__}: {error}", flush=True)
+        save()
+
     for dtype_name in args.dtype:  # cheap, and one of the targets: first
         for vocab in args.vocab:
-            us = graph_replayed_us(vocab, getattr(torch, dtype_name))
+            try:
+                us = graph_replayed_us(vocab, getattr(torch, dtype_name))
+            except Exception as error:  # noqa: BLE001
+                failed(f"graph-replayed B=1 V={vocab} {dtype_name}", error)
+                continue
             result["graph_b1_us"][f"{dtype_name}/{vocab}"] = us
             print(f"graph-replayed B=1 V={vocab} {dtype_name}: {us:.2f} us per call", flush=True)
     save()
@@ -162,25 +186,28 @@ def main(argv=None) -> int:
         for vocab in args.vocab:
             bias = torch.randn(8, vocab, device="cuda") * 0.5
             for batch in args.batch:
-                if args.budget_s is not None and time.monotonic() - started > args.budget_s:
+                if args.budget_s is not None and time.monotonic() - STARTED > args.budget_s:
                     result["skipped"].append({"dtype": dtype_name, "batch": batch, "vocab": vocab})
                     continue
-                row = measure_row(dtype, vocab, batch, bias, bandwidth)
+                try:
+                    row = measure_row(dtype, vocab, batch, bias, bandwidth)
+                except Exception as error:  # noqa: BLE001
+                    failed(f"{dtype_name} B={batch} V={vocab}", error)
+                    continue
                 result["rows"].append(row)
                 save()
                 print(f"{dtype_name:8s} {batch:4d} {vocab:7d} {row['fused_us']:9.1f} {row['torch_us']:9.1f} "
                       f"{row['hf_us']:9.1f} {row['floor_us']:9.1f} {row['torch_us'] / row['fused_us']:8.1f} "
                       f"{row['hf_us'] / row['fused_us']:7.1f} {row['fused_us'] / row['floor_us']:7.2f} "
                       f"{row['fused_gbps']:7.0f}", flush=True)
-    result["complete"] = not result["skipped"]
-    result["targets"] = [{"target": t, "measured": m, "met": met} for t, m, met in targets(result["rows"], result["graph_b1_us"])]
+    result["complete"] = not result["skipped"] and not result["errors"]
     save()
     if result["skipped"]:
         print(f"budget reached: {len(result['skipped'])} rows not measured (listed in the JSON)")
     for t, m, met in targets(result["rows"], result["graph_b1_us"]):
         print(f"target: {t}: {m} -> {'met' if met else 'NOT met' if met is not None else 'not measured'}")
     print(f"wrote {args.out}")
-    return 0
+    return 0 if not result["errors"] else 1
 
 
 if __name__ == "__main__":

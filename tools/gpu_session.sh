@@ -11,7 +11,7 @@
 #   run(command="tools/gpu_session.sh", carry=[".venv-cuda-wheel/dist"], timeout_s=560)
 # and copy the returned files into benchmarks/results/gpu/ and commit them.
 #
-# The stages run in the order of what the issue needs most, each under its own time cap and all
+# The stages run in the order of what the issue needs most (tests, bench, ncu, sanitizer, suite), each under its own time cap and all
 # under one deadline (GPU_SESSION_BUDGET_S, default 520 s from the start): a stage that would run
 # past the deadline gets what is left, and one with nothing left is skipped, saying so. A hung or
 # crashed stage costs only its own cap. Each writes one file under $OUT (8 files at most come
@@ -23,7 +23,8 @@
 #   suite.log           the rest of python_tests/ (pytest -m "not cuda")
 #   ncu.log, ncu.ncu-rep  Nsight Compute on the kernel at B=1 and B=256, V=128256
 #   summary.txt         one line per stage: exit code, seconds, last line of its log
-# `tools/gpu_session.sh STAGE ...` runs only the named stages (setup is implied).
+# Exit status 1 when setup or any stage failed, hit its cap or was skipped. `tools/gpu_session.sh
+# STAGE ...` runs only the named stages (setup is implied).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
@@ -37,6 +38,7 @@ SITE=/tmp/tsdi_ext_site  # the installed wheel
 export PYTHONPATH="$SITE" HF_HUB_OFFLINE=1
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
+FAILED=0  # the exit status: 1 when setup failed or any stage failed, hit its cap or was skipped
 
 left() { echo $((BUDGET - (SECONDS - START))); }
 
@@ -50,12 +52,14 @@ run_stage() {
   if ((t < 10)); then
     echo "## $name: skipped, $(left) s of the budget left" | tee -a "$log"
     printf '%-10s skipped (budget spent)\n' "$name" >> "$SUMMARY"
+    FAILED=1
     return 0
   fi
   echo "## $name: up to $t s | $(date -u +%H:%M:%S)" | tee -a "$log"
   local t0=$SECONDS rc
   timeout --kill-after=10 "$t" "$@" >> "$log" 2>&1
   rc=$?
+  ((rc == 0)) || FAILED=1
   local last
   last="$(grep -v '^\s*$' "$log" | tail -1 | cut -c1-150)"
   echo "## $name: exit $rc after $((SECONDS - t0)) s (124: hit its time cap)" | tee -a "$log"
@@ -80,8 +84,8 @@ setup() {  # -> tests.log; exit status: whether the CUDA build loads and sees th
     rm -rf "$SITE"
     "$PY" -m pip install -q --no-deps --no-index --target "$SITE" "$1" >> "$log" 2>&1 || return 1
     echo "installed $(basename "$1")" >> "$log"
-    (cd /tmp && "$PY" -P -m tsdi_ext.info) >> "$log" 2>&1 || return 1
-    (cd /tmp && "$PY" -P -c "
+    (cd /tmp && timeout 60 "$PY" -P -m tsdi_ext.info) >> "$log" 2>&1 || return 1
+    (cd /tmp && timeout 120 "$PY" -P -c "
 import torch, tsdi_ext
 from tsdi_ext import _ops
 assert torch.cuda.is_available() and _ops.cuda_available(), 'no CUDA device or no CUDA build'
@@ -114,23 +118,42 @@ stage_bench() {  # the benchmark stops starting rows 20 s before its cap and wri
 }
 
 stage_sanitizer() {
-  # Only the sampling kernel is instrumented (the rest of torch runs at full speed). Without the
-  # caching allocator every tensor is its own allocation, so memcheck sees an access past a
-  # tensor's end instead of into the allocator's next block. Small shapes: the tools slow each
-  # shared-memory access by orders of magnitude; the cluster sizes 1 to 8, every dtype, V=1, the
-  # graph capture and the no-sync path are all there.
-  local subset="matches_cpu and (5-1 or 8-32000 or 1-128256 or 1024-1019 or 3-262144) or graph_capture or host_sync"
-  local tool cap
+  # Only the sampling kernel is instrumented (the rest of torch runs at full speed). The tools slow
+  # each shared-memory access by orders of magnitude, so: 17 tests, small shapes first, so that a
+  # cap cuts off the large ones, not the breadth: cluster sizes 1, 4 and 8, every dtype, V = 1,
+  # B = 1024, graph capture and the no-sync path. memcheck runs without torch's caching allocator
+  # and with 256 bytes of padding after each allocation, so that an access past a tensor's end hits
+  # no other tensor; that allocator cannot capture graphs, so memcheck leaves the graph test out.
+  local file=python_tests/test_cuda.py cases=() shape dtype tool cap
+  for shape in 5-1 1024-1019 8-32000; do
+    for dtype in float32 bfloat16 float16; do cases+=("$file::test_cuda_matches_cpu_token_for_token[$shape-$dtype]"); done
+  done
+  cases+=("$file::test_cuda_matches_cpu_token_for_token[33-151936-float32]" "$file::test_cuda_matches_cpu_token_for_token[33-151936-bfloat16]"
+          "$file::test_cuda_matches_cpu_token_for_token[1-128256-float32]" "$file::test_cuda_matches_cpu_token_for_token[1-128256-float16]"
+          "$file::test_cuda_matches_cpu_token_for_token[3-262144-float32]" "$file::test_cuda_matches_cpu_token_for_token[3-262144-bfloat16]")
+  local sanitizer=(compute-sanitizer --kernel-name kns=sampling_kernel --error-exitcode 9 --print-limit 50
+                   --report-api-errors no)
   for tool in memcheck racecheck synccheck; do
     case "$tool" in memcheck) cap=60 ;; racecheck) cap=90 ;; *) cap=40 ;; esac
-    run_stage "$tool" "$cap" "$OUT/sanitizer.log" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
-      compute-sanitizer --tool "$tool" --kernel-name kns=sampling_kernel --error-exitcode 9 \
-      --print-limit 20 "${PYTEST[@]}" python_tests/test_cuda.py -k "$subset"
+    # pytest-timeout below the cap: a hung test is named, with its stack, before the cap kills it.
+    local timeout_option=()
+    have_module pytest_timeout && timeout_option=(--timeout=$((cap - 15)))
+    if [[ "$tool" == memcheck ]]; then
+      run_stage "$tool" "$cap" "$OUT/sanitizer.log" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+        "${sanitizer[@]}" --tool memcheck --padding 256 "${PYTEST[@]}" "${timeout_option[@]}" \
+        "$file::test_no_host_sync_on_the_sampling_path" "${cases[@]}"
+    else
+      run_stage "$tool" "$cap" "$OUT/sanitizer.log" "${sanitizer[@]}" --tool "$tool" \
+        "${PYTEST[@]}" "${timeout_option[@]}" "$file::test_cuda_graph_capture_and_replay" \
+        "$file::test_no_host_sync_on_the_sampling_path" "${cases[@]}"
+    fi
   done
 }
 
-stage_suite() {  # the rest of the suite, as CI runs it on the CPU
-  run_stage suite 110 "$OUT/suite.log" "${PYTEST[@]}" python_tests -m "not cuda" -rs
+stage_suite() {  # the rest of the suite, as CI runs it on the CPU (on 8 workers where xdist is there)
+  local workers=()
+  have_module xdist && workers=(-n 8)
+  run_stage suite 110 "$OUT/suite.log" "${PYTEST[@]}" "${workers[@]}" python_tests -m "not cuda" -rs
 }
 
 stage_ncu() {
@@ -143,15 +166,17 @@ for batch in (1, 256):
 torch.cuda.synchronize()
 EOF
   # --clock-control none: measure the card as it is, never change its clocks. The third launch at
-  # each batch size is profiled (warm code, cold caches: ncu flushes them between passes).
+  # each batch size (per launch configuration) is profiled: warm code, cold caches (ncu flushes
+  # them between passes).
   run_stage ncu 60 "$OUT/ncu.log" ncu --clock-control none --kernel-name regex:sampling_kernel \
-    --launch-skip 2 --launch-count 4 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --filter-mode per-launch-config --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
     --export "$OUT/ncu" --force-overwrite "$PY" -P /tmp/tsdi_ncu.py
 }
 
 stages=("$@")
-((${#stages[@]})) || stages=(tests bench sanitizer suite ncu)
+# ncu before the sanitizers and the suite: it is short, and only a GPU machine can do it.
+((${#stages[@]})) || stages=(tests bench ncu sanitizer suite)
 t0=$SECONDS
 if setup; then
   printf '%-10s ok       %4s s  %s\n' setup "$((SECONDS - t0))" "$(grep '^installed' "$OUT/tests.log" | tail -1)" >> "$SUMMARY"
@@ -164,7 +189,9 @@ if setup; then
 else
   printf '%-10s FAILED   %4s s  the CUDA build does not load or sees no GPU (tests.log)\n' setup "$((SECONDS - t0))" >> "$SUMMARY"
   tail -40 "$OUT/tests.log"
+  FAILED=1
 fi
 echo "# gpu_session: $((SECONDS - START)) s of a $BUDGET s budget"
 tail -25 "$OUT/bench.log" 2>/dev/null
 cat "$SUMMARY"
+exit "$FAILED"
