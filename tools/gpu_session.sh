@@ -11,17 +11,17 @@
 #   run(command="tools/gpu_session.sh", carry=[".venv-cuda-wheel/dist"], timeout_s=560)
 # and copy the returned files into benchmarks/results/gpu/ and commit them.
 #
-# The stages run in the order of what the issue needs most (tests, bench, ncu, sanitizer, suite), each under its own time cap and all
+# The stages run in the order of what the issue needs most, each under its own time cap and all
 # under one deadline (GPU_SESSION_BUDGET_S, default 520 s from the start): a stage that would run
 # past the deadline gets what is left, and one with nothing left is skipped, saying so. A hung or
 # crashed stage costs only its own cap. Each writes one file under $OUT (8 files at most come
-# back; benchmarks/results/gpu/ where $OUT is unset):
+# back; benchmarks/results/gpu/ where $OUT is unset), in stage order:
 #   tests.log           machine report, wheel install (or a build there if none was carried or
 #                       it does not load), tsdi_ext.info, the CUDA tests (pytest -m cuda -rs)
 #   bench.log, cuda_sampling.json   benchmarks/bench_cuda.py, JSON rewritten after every row
+#   ncu.log, ncu.ncu-rep  Nsight Compute on the kernel at B=1 and B=256, V=128256
 #   sanitizer.log       compute-sanitizer memcheck, racecheck, synccheck on a chosen subset
 #   suite.log           the rest of python_tests/ (pytest -m "not cuda")
-#   ncu.log, ncu.ncu-rep  Nsight Compute on the kernel at B=1 and B=256, V=128256
 #   summary.txt         one line per stage: exit code, seconds, last line of its log
 # Exit status 1 when setup or any stage failed, hit its cap or was skipped. `tools/gpu_session.sh
 # STAGE ...` runs only the named stages (setup is implied).
@@ -41,14 +41,14 @@ SUMMARY="$OUT/summary.txt"
 FAILED=0  # the exit status: 1 when setup failed or any stage failed, hit its cap or was skipped
 
 left() { echo $((BUDGET - (SECONDS - START))); }
+granted() { local t; t=$(left); ((t > $1)) && t=$1; echo "$t"; }  # min(cap $1, time left)
 
 # run_stage NAME CAP_S LOG COMMAND...: COMMAND under min(CAP_S, time left), appending to LOG.
 run_stage() {
   local name="$1" cap="$2" log="$3"
   shift 3
   local t
-  t=$(left)
-  ((t > cap)) && t=$cap
+  t=$(granted "$cap")
   if ((t < 10)); then
     echo "## $name: skipped, $(left) s of the budget left" | tee -a "$log"
     printf '%-10s skipped (budget spent)\n' "$name" >> "$SUMMARY"
@@ -111,8 +111,7 @@ stage_tests() {  # the CUDA tests; -rs lists every skip with its reason (none ma
 
 stage_bench() {  # the benchmark stops starting rows 20 s before its cap and writes what it has
   local t
-  t=$(left)
-  ((t > 170)) && t=170
+  t=$(granted 170)
   run_stage bench 170 "$OUT/bench.log" "$PY" -P benchmarks/bench_cuda.py \
     --out "$OUT/cuda_sampling.json" --budget-s $((t > 40 ? t - 20 : 20))
 }
@@ -124,13 +123,12 @@ stage_sanitizer() {
   # B = 1024, graph capture and the no-sync path. memcheck runs without torch's caching allocator
   # and with 256 bytes of padding after each allocation, so that an access past a tensor's end hits
   # no other tensor; that allocator cannot capture graphs, so memcheck leaves the graph test out.
-  local file=python_tests/test_cuda.py cases=() shape dtype tool cap
-  for shape in 5-1 1024-1019 8-32000; do
-    for dtype in float32 bfloat16 float16; do cases+=("$file::test_cuda_matches_cpu_token_for_token[$shape-$dtype]"); done
+  local file=python_tests/test_cuda.py cases=() case tool cap
+  for case in 5-1-{float32,bfloat16,float16} 1024-1019-{float32,bfloat16,float16} \
+      8-32000-{float32,bfloat16,float16} 33-151936-{float32,bfloat16} 1-128256-{float32,float16} \
+      3-262144-{float32,bfloat16}; do
+    cases+=("$file::test_cuda_matches_cpu_token_for_token[$case]")
   done
-  cases+=("$file::test_cuda_matches_cpu_token_for_token[33-151936-float32]" "$file::test_cuda_matches_cpu_token_for_token[33-151936-bfloat16]"
-          "$file::test_cuda_matches_cpu_token_for_token[1-128256-float32]" "$file::test_cuda_matches_cpu_token_for_token[1-128256-float16]"
-          "$file::test_cuda_matches_cpu_token_for_token[3-262144-float32]" "$file::test_cuda_matches_cpu_token_for_token[3-262144-bfloat16]")
   local sanitizer=(compute-sanitizer --kernel-name kns=sampling_kernel --error-exitcode 9 --print-limit 50
                    --report-api-errors no)
   for tool in memcheck racecheck synccheck; do
