@@ -2,7 +2,9 @@
 #   make demo    set-up + the main job
 #   make test    set-up + the whole test suite
 #   make bench   set-up + the benchmarks (write benchmarks/results/)
-#   make replicate  set-up + the TSDI replication on SmolLM2 (writes benchmarks/results/replication/)
+#   make replicate  set-up + the TSDI replication on SmolLM2 (experiments/replication, writes its results/)
+#   make lint    ruff check, ruff format --check, clang-format --dry-run (what CI runs)
+#   make format  the same formatters, applied
 #   make cuda-wheel the cp312 cu130 wheel (sm_90) that tools/gpu_session.sh takes to a lent GPU
 # On a machine whose system Python already has the torch to build against (e.g. a CUDA torch),
 # with the package index reachable for the other dependencies:
@@ -15,7 +17,7 @@ TORCH_PIN ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PACKAGE_SOURCES := $(shell find csrc tsdi_ext -type f -not -name '*.so' -not -path '*__pycache__*') setup.py pyproject.toml
 
-.PHONY: setup build demo test bench replicate cuda-wheel clean
+.PHONY: setup build demo test bench replicate lint format cuda-wheel clean
 
 setup: $(VENV)/.deps
 
@@ -32,7 +34,9 @@ $(VENV)/.deps: requirements-dev.txt requirements-data.txt
 # a missing package-data file or install step fails them. --no-build-isolation: compile against
 # the torch installed above, never a freshly resolved one.
 $(VENV)/.built: $(VENV)/.deps $(PACKAGE_SOURCES)
-	rm -rf dist
+	# build/lib*: setuptools copies the package there and never removes a file deleted since, which
+	# would then ship in the wheel.
+	rm -rf dist build/lib.* build/bdist.*
 	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w dist .
 	$(PY) -m pip install -q --force-reinstall --no-deps dist/tsdi_ext-*.whl
 	touch $@
@@ -57,8 +61,23 @@ bench: build
 	HF_HUB_OFFLINE=1 $(PY) -P benchmarks/bench_sampling.py
 	HF_HUB_OFFLINE=1 $(PY) -P benchmarks/bench_decode.py
 
+# The experiment is not part of the package: PYTHONPATH=experiments makes it importable without
+# putting the source tree's tsdi_ext in front of the installed one.
 replicate: build
-	HF_HUB_OFFLINE=1 $(PY) -P -m tsdi_ext replicate --out benchmarks/results/replication
+	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication replicate
+
+CXX_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cuh' -o -name '*.cpp' -o -name '*.cu')
+PY_SOURCES := setup.py tsdi_ext python_tests benchmarks experiments
+
+lint: setup
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
+
+format: setup
+	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
+	$(VENV)/bin/ruff format $(PY_SOURCES)
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
 
 # No GPU needed: Python 3.12 + PyPI's torch 2.11 (CUDA 13.0) + this machine's nvcc, in
 # .venv-cuda-wheel; the wheel lands in .venv-cuda-wheel/dist (2.5 minutes here).

@@ -28,6 +28,7 @@ import torch
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
 import tsdi_ext
+from tsdi_ext.ops.params import row_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside this script (python -P omits it)
 import real_logits  # noqa: E402
@@ -152,10 +153,9 @@ def host_overhead():
     """Per-call cost on a tiny input, where the kernel's own work is negligible."""
     logits = torch.randn(1, 16)
     front_end = median_us(lambda: tsdi_ext.sample(logits, top_p=0.9), max_repeats=5000, budget_s=0.5)
+    args = row_args(logits, False, {"top_p": 0.9})
     raw = median_us(
-        lambda: torch.ops.tsdi_ext.sample.default(
-            logits, None, None, None, 1.0, None, 1.0, None, 0.9, None, 0, None, 0
-        ),
+        lambda: torch.ops.tsdi_ext.sample.default(logits, None, None, args.tensors, args.floats, args.ints),
         max_repeats=5000, budget_s=0.5,
     )
     return {"python_front_end_us": front_end, "raw_dispatcher_op_us": raw}

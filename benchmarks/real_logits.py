@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from tsdi_ext import datasets, models
+from tsdi_ext import models
+from tsdi_ext.eval import prompts
 
 MODELS = ("smollm2", "gemma3")
 PROMPTS, STEPS = 8, 8
@@ -55,7 +56,7 @@ def capture(name: str) -> torch.Tensor:
     model, tokenizer, chat = _load(name)
     torch.manual_seed(0)
     rows = []
-    for prompt in datasets.benign_prompts()[:PROMPTS]:
+    for prompt in prompts.benign_prompts()[:PROMPTS]:
         if chat:
             text = tokenizer.apply_chat_template(
                 [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True

@@ -3,26 +3,29 @@
 // registers itself beside its kernel (sampling_cpu.cpp, sampling_cuda.cu). The pybind11 module
 // carries build information and the random number generator for tests.
 //
-// Per-row parameters come in pairs: an optional [B] tensor and a scalar used when the tensor is
-// absent, so a Python scalar never costs a tensor allocation.
+// Both ops take the same arguments. The per-row parameters (tsdi/common.h's TSDI_ROW_PARAMS, in
+// that order) come as a tensor or None each, plus the scalars used where the tensor is None: the
+// float parameters' in row_floats, the integer ones' in row_ints. A Python scalar therefore never
+// costs a tensor allocation, and a new per-row parameter does not change these schemas.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
 #include <array>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "tsdi/common.h"
 
 TORCH_LIBRARY(tsdi_ext, m) {
   m.def(
-      "sample(Tensor logits, Tensor? bias, Tensor? positions, Tensor? alpha, float alpha_value, "
-      "Tensor? temperature, float temperature_value, Tensor? top_p, float top_p_value, "
-      "Tensor? seed, int seed_value, Tensor? offset, int offset_value) -> (Tensor, Tensor)");
+      "sample(Tensor logits, Tensor? bias, Tensor? positions, Tensor?[] row_tensors, "
+      "float[] row_floats, int[] row_ints) -> (Tensor, Tensor)");
   m.def(
-      "sampling_probs(Tensor logits, Tensor? bias, Tensor? positions, Tensor? alpha, "
-      "float alpha_value, Tensor? temperature, float temperature_value, Tensor? top_p, "
-      "float top_p_value) -> Tensor");
+      "sampling_probs(Tensor logits, Tensor? bias, Tensor? positions, Tensor?[] row_tensors, "
+      "float[] row_floats, int[] row_ints) -> Tensor");
 }
 
 namespace {
@@ -31,6 +34,16 @@ std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::arra
   tsdi::Philox4x32 ctr{{counter[0], counter[1], counter[2], counter[3]}};
   const tsdi::Philox4x32 out = tsdi::philox4x32_10(ctr, key[0], key[1]);
   return {out.v[0], out.v[1], out.v[2], out.v[3]};
+}
+
+// [(name, "float" | "int")] of TSDI_ROW_PARAMS: the Python front end checks its own list against it.
+std::vector<std::pair<std::string, std::string>> row_params() {
+  std::vector<std::pair<std::string, std::string>> params;
+#define TSDI_LIST_ROW_PARAM(name, type, default_value) \
+  params.emplace_back(#name, std::is_same<type, float>::value ? "float" : "int");
+  TSDI_ROW_PARAMS(TSDI_LIST_ROW_PARAM)
+#undef TSDI_LIST_ROW_PARAM
+  return params;
 }
 
 pybind11::dict build_info() {
@@ -59,4 +72,6 @@ PYBIND11_MODULE(_C, module) {
              pybind11::arg("offset"),
              "The uniform in [0, 1) that every backend draws for (seed, offset) (uint64 each).");
   module.def("build_info", &build_info, "How this extension was built.");
+  module.def("row_params", &row_params,
+             "The per-row parameters of the ops, in order: [(name, 'float' | 'int')].");
 }

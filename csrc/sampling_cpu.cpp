@@ -42,16 +42,13 @@ void for_each_row_range(const tsdi::SamplingParams& p, RowsFn rows_fn) {
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> sample_cpu(
-    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
-    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
-    const std::optional<at::Tensor>& top_p, double top_p_value,
-    const std::optional<at::Tensor>& seed, int64_t seed_value,
-    const std::optional<at::Tensor>& offset, int64_t offset_value) {
-  SampleCall call = prepare_sample(logits, bias, positions, alpha, alpha_value, temperature,
-                                   temperature_value, top_p, top_p_value, seed, seed_value, offset,
-                                   offset_value);
+std::tuple<at::Tensor, at::Tensor> sample_cpu(const at::Tensor& logits,
+                                              const std::optional<at::Tensor>& bias,
+                                              const std::optional<at::Tensor>& positions,
+                                              const OptionalTensorList& row_tensors,
+                                              c10::ArrayRef<double> row_floats,
+                                              c10::ArrayRef<int64_t> row_ints) {
+  SampleCall call = prepare_sample(logits, bias, positions, {row_tensors, row_floats, row_ints});
   const auto dtype = kernel_dtype(call.logits);
   for_each_row_range(call.params, [dtype](const tsdi::SamplingParams& params, int64_t begin,
                                           int64_t end, tsdi::cpu::Workspace& ws) {
@@ -60,13 +57,11 @@ std::tuple<at::Tensor, at::Tensor> sample_cpu(
   return {call.tokens, call.valid};
 }
 
-at::Tensor sampling_probs_cpu(
-    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
-    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
-    const std::optional<at::Tensor>& top_p, double top_p_value) {
-  ProbsCall call = prepare_probs(logits, bias, positions, alpha, alpha_value, temperature,
-                                 temperature_value, top_p, top_p_value);
+at::Tensor sampling_probs_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& bias,
+                              const std::optional<at::Tensor>& positions,
+                              const OptionalTensorList& row_tensors,
+                              c10::ArrayRef<double> row_floats, c10::ArrayRef<int64_t> row_ints) {
+  ProbsCall call = prepare_probs(logits, bias, positions, {row_tensors, row_floats, row_ints});
   const auto dtype = kernel_dtype(call.logits);
   for_each_row_range(call.params, [dtype](const tsdi::SamplingParams& params, int64_t begin,
                                           int64_t end, tsdi::cpu::Workspace& ws) {

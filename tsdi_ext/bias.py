@@ -38,7 +38,10 @@ import torch
 
 from ._version import __version__
 
-__all__ = ["BiasTable", "BiasFileError", "estimate_bias", "tokenizer_hash", "EstimationSettings"]
+__all__ = [
+    "BiasTable", "BiasFileError", "estimate_bias", "tokenizer_hash", "EstimationSettings",
+    "format_inspection",
+]
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "random_prompt_corpus.txt"
 _FORMAT = "tsdi_ext.bias/1"
@@ -167,6 +170,25 @@ class BiasTable:
         ]
 
 
+def format_inspection(table: BiasTable, tokenizer, positions: int = 4, top: int = 10) -> str:
+    """The tokens ``table`` pushes down (and up) most at its first positions, as ``tsdi inspect``
+    prints them."""
+    lines = [
+        f"bias table [{table.length}, {table.vocab_size}] | {table.metadata.get('variant', '?')} | "
+        f"aligned={table.metadata.get('aligned_model')} reference={table.metadata.get('reference_model')}"
+    ]
+
+    def fmt(tokens):
+        return ", ".join(f"{e['token']!r} {e['bias']:+.2f}" for e in tokens)
+
+    for entry in table.describe(tokenizer, positions, top):
+        lines.append(f"  position {entry['position']}: pushed down: {fmt(entry['pushed_down'])}")
+        up = entry["pushed_up"]
+        if up and up[0]["bias"] < 0:  # a clipped (reference-free) table pushes nothing up
+            lines.append(f"              pushed up:   {fmt(up)}")
+    return "\n".join(lines)
+
+
 @dataclass
 class EstimationSettings:
     num_prompts: int = 256
@@ -272,6 +294,8 @@ def estimate_bias(
         one forward pass per batch gives all ``length`` positions.
     progress : bool
         Show a progress bar (on rank 0 only under torch.distributed).
+    aligned_name, reference_name : str, optional
+        The models' names in the table's metadata (default: where they were loaded from).
 
     Returns
     -------
@@ -323,10 +347,9 @@ def estimate_bias(
 
     settings = EstimationSettings(num_prompts, prompt_length, length, batch_size, str(pool), chat_template, score, seed)
     metadata = {
-        "aligned_model": aligned_name or getattr(aligned, "name_or_path_for_tsdi", aligned.config._name_or_path),
+        "aligned_model": aligned_name or aligned.name_or_path,
         "reference_model": (
-            "none (reference-free)" if reference is None
-            else reference_name or getattr(reference, "name_or_path_for_tsdi", reference.config._name_or_path)
+            "none (reference-free)" if reference is None else reference_name or reference.name_or_path
         ),
         "variant": "reference-free" if reference is None else "aligned-minus-reference",
         "tokenizer_hash": tokenizer_hash(tokenizer),

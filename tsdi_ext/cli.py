@@ -4,9 +4,7 @@
   tsdi estimate   estimate a bias table and write it (safetensors)
   tsdi generate   generate completions, optionally with and without debiasing side by side
   tsdi inspect    the tokens a bias table pushes down / up most at each position
-  tsdi realign    safety-realign SmolLM2 (LoRA SFT; cached): the aligned model of the replication
   tsdi sweep      refusal / compliance rates over a grid of alpha and L, table and Pareto plot
-  tsdi replicate  the whole replication: realign, estimate, inspect, sweep (make replicate)
   tsdi rescore    rebuild a sweep's table and plot from its responses, optionally with another scorer
   tsdi info       versions, compiled backends, GPU, whether the build matches the running torch
   tsdi op-demo    the fused sampling op on synthetic logits
@@ -43,7 +41,7 @@ def _median_us(fn, repeats: int = 50) -> float:
 
 def op_demo(args: argparse.Namespace) -> int:
     """Shows the debiased sampling step on synthetic logits: what the bias does and what it costs."""
-    from .sampling import sample, sampling_probs
+    from .ops import sample, sampling_probs
 
     torch.manual_seed(args.seed)
     batch, vocab, table_rows = args.batch, args.vocab, 4
@@ -69,20 +67,6 @@ def op_demo(args: argparse.Namespace) -> int:
         us = _median_us(lambda: sample(logits, bias=bias, positions=positions, top_p=0.9, backend=backend))
         print(f"backend={backend:5s}: {us:9.1f} us per call")
     return 0
-
-
-def _print_inspection(table, tokenizer, positions: int, top: int) -> None:
-    print(f"bias table [{table.length}, {table.vocab_size}] | {table.metadata.get('variant', '?')} | "
-          f"aligned={table.metadata.get('aligned_model')} reference={table.metadata.get('reference_model')}")
-
-    def fmt(tokens):
-        return ", ".join(f"{e['token']!r} {e['bias']:+.2f}" for e in tokens)
-
-    for entry in table.describe(tokenizer, positions, top):
-        print(f"  position {entry['position']}: pushed down: {fmt(entry['pushed_down'])}")
-        up = entry["pushed_up"]
-        if up and up[0]["bias"] < 0:  # a clipped (reference-free) table pushes nothing up
-            print(f"              pushed up:   {fmt(up)}")
 
 
 def _read_prompts(args) -> list[str]:
@@ -118,6 +102,7 @@ def estimate(args: argparse.Namespace) -> int:
         aligned, reference, tokenizer, num_prompts=args.num_prompts, prompt_length=args.prompt_length,
         length=args.length, batch_size=args.batch_size, pool=args.pool,
         chat_template=not args.no_chat_template, score=args.score, seed=args.seed,
+        aligned_name=args.aligned, reference_name=args.reference,
     )
     table.save(args.out)
     print(f"wrote {args.out}: bias [{table.length}, {table.vocab_size}] ({table.metadata['variant']})")
@@ -125,12 +110,12 @@ def estimate(args: argparse.Namespace) -> int:
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    from .bias import BiasTable
+    from .bias import BiasTable, format_inspection
     from .models import load_model
 
     _, tokenizer = load_model(args.model)
     table = BiasTable.load(args.bias, tokenizer=tokenizer)
-    _print_inspection(table, tokenizer, args.positions, args.top)
+    print(format_inspection(table, tokenizer, args.positions, args.top))
     return 0
 
 
@@ -148,7 +133,7 @@ def generate_command(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """The main job: TSDI on SmolLM2-135M-Instruct, end to end, in about a minute on 2 CPU cores."""
-    from .bias import estimate_bias
+    from .bias import estimate_bias, format_inspection
     from .models import load_model
 
     start = time.perf_counter()
@@ -159,52 +144,26 @@ def demo(args: argparse.Namespace) -> int:
     # log-probabilities of the model itself); `tsdi estimate --reference` runs the paper's
     # aligned-minus-reference estimate.
     start = time.perf_counter()
-    table = estimate_bias(model, None, tokenizer, num_prompts=args.num_prompts, length=args.length, seed=args.seed)
+    table = estimate_bias(
+        model, None, tokenizer, num_prompts=args.num_prompts, length=args.length, seed=args.seed,
+        aligned_name="smollm2",
+    )
     print(f"estimated a reference-free bias [{table.length}, {table.vocab_size}] from "
           f"{args.num_prompts} random prompts in {time.perf_counter() - start:.1f} s")
-    _print_inspection(table, tokenizer, positions=3, top=6)
+    print(format_inspection(table, tokenizer, positions=3, top=6))
     _side_by_side(model, tokenizer, DEMO_PROMPTS, table, args)
     return 0
 
 
-def _comma_separated(text: str, convert):
+def comma_separated(text: str, convert):
     """``[convert(x), ...]`` for ``"x,y,..."`` (empty items ignored): the --alphas / --lengths lists."""
     return [convert(x) for x in text.split(",") if x.strip()]
 
 
-def _realign_settings(args):
-    from .realign import RealignSettings
-
-    return RealignSettings(
-        harmful_examples=args.harmful_examples, benign_examples=args.benign_examples, epochs=args.epochs,
-        learning_rate=args.learning_rate, lora_rank=args.lora_rank, seed=args.seed,
-    )
-
-
-def realign_command(args: argparse.Namespace) -> int:
-    from .realign import realign
-
-    path = realign(args.base, _realign_settings(args), output=args.out, device=args.device, force=args.force)
-    print(f"aligned model: {path}")
-    return 0
-
-
-def _print_rows(rows) -> None:
-    print(f"{'configuration':32s} {'harmful refusal':>22s} {'benign compliance':>22s} {'vs mix':>7s} {'NLL':>5s} Pareto")
-    for r in rows:
-        gap = "" if r.get("above_mixture") is None else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
-        nll = format(r["benign_nll"], ".2f") if "benign_nll" in r else ""
-        print(
-            f"{r['name']:32s} {r['harmful_refusal']:6.3f} [{r['harmful_refusal_low']:.3f}, {r['harmful_refusal_high']:.3f}]"
-            f" {r['benign_compliance']:6.3f} [{r['benign_compliance_low']:.3f}, {r['benign_compliance_high']:.3f}]"
-            f" {gap:>7s} {nll:>5s} {'*' if r.get('pareto') else ''}"
-        )
-
-
 def sweep_command(args: argparse.Namespace) -> int:
     from .bias import BiasTable
+    from .eval import evaluation_sets, format_rows, load_scorer, plot_pareto, run_sweep, sweep_configs, write_table
     from .models import load_model
-    from .replication import evaluation_sets, load_scorer, plot_pareto, run_sweep, sweep_configs, write_table
 
     aligned, tokenizer = load_model(args.aligned)
     models = {"aligned": (aligned, tokenizer)}
@@ -214,7 +173,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.push_down_only:
         # Only lower the tokens the aligned model prefers; never raise the ones it disfavours.
         table = BiasTable(table.bias.clamp(min=0.0), {**table.metadata, "push_down_only": True})
-    configs = sweep_configs(_comma_separated(args.alphas, float), _comma_separated(args.lengths, int),
+    configs = sweep_configs(comma_separated(args.alphas, float), comma_separated(args.lengths, int),
                             include_reference=bool(args.reference))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,27 +184,13 @@ def sweep_command(args: argparse.Namespace) -> int:
     )
     write_table(rows, out)
     plot_pareto(rows, out / "pareto.png")
-    _print_rows(rows)
+    print(format_rows(rows))
     print(f"wrote {out}/sweep.csv, sweep.json, pareto.png, responses.jsonl")
     return 0
 
 
-def replicate_command(args: argparse.Namespace) -> int:
-    from .replication import replicate
-
-    rows = replicate(
-        args.out, realign_settings=_realign_settings(args), alphas=_comma_separated(args.alphas, float),
-        lengths=_comma_separated(args.lengths, int),
-        harmful_per_set=args.harmful_per_set or None, bias_prompts=args.bias_prompts,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed, scorer=args.scorer,
-    )
-    _print_rows(rows)
-    print((Path(args.out) / "summary.md").read_text())
-    return 0
-
-
 def rescore_command(args: argparse.Namespace) -> int:
-    from .replication import load_scorer, rescore
+    from .eval import format_rows, load_scorer, rescore
 
     fluency = None
     if args.fluency_model:
@@ -253,23 +198,11 @@ def rescore_command(args: argparse.Namespace) -> int:
 
         fluency = load_model(args.fluency_model)
     rows = rescore(args.directory, load_scorer(args.scorer) if args.scorer else None, fluency=fluency)
-    _print_rows(rows)
+    print(format_rows(rows))
     return 0
 
 
-def _add_realign_options(parser: argparse.ArgumentParser) -> None:
-    from .realign import RealignSettings
-
-    d = RealignSettings()
-    parser.add_argument("--harmful-examples", type=int, default=d.harmful_examples, help="AdvBench prompts trained to refuse")
-    parser.add_argument("--benign-examples", type=int, default=d.benign_examples, help="benign prompts kept helpful")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
-    parser.add_argument("--seed", type=int, default=d.seed)
-
-
-def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alphas", default="0.25,0.5,1,2", help="comma-separated TSDI strengths")
     parser.add_argument("--lengths", default="1,8", help="comma-separated L (bias rows used)")
     parser.add_argument("--harmful-per-set", type=int, default=200,
@@ -295,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="TSDI on SmolLM2 end to end (the main job)")
     p.add_argument("--num-prompts", type=int, default=64)
     p.add_argument("--length", type=int, default=4)
-    p.add_argument("--compare", action="store_true", default=True)
+    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                   help="also print the completion without debiasing")
     _add_generation_options(p)
     p.set_defaults(alpha=0.5, max_new_tokens=40)
     p.set_defaults(handler=demo)
@@ -330,14 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(handler=inspect_command)
 
-    p = commands.add_parser("realign", help="safety-realign SmolLM2 with LoRA SFT (cached)")
-    p.add_argument("--base", default="smollm2", help="reference model: 'smollm2' or a directory")
-    p.add_argument("--out", default=None, help="output directory (default: the cache)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--force", action="store_true", help="retrain even when the cache has this model")
-    _add_realign_options(p)
-    p.set_defaults(handler=realign_command)
-
     p = commands.add_parser("sweep", help="refusal/compliance over a grid of alpha and L")
     p.add_argument("--aligned", required=True, help="aligned model directory (e.g. from 'tsdi realign')")
     p.add_argument("--reference", default="smollm2", help="reference model, evaluated too ('' to skip)")
@@ -346,18 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--push-down-only", action="store_true",
                    help="clip the bias at 0: lower the tokens the aligned model prefers, raise none")
-    _add_sweep_options(p)
+    add_sweep_options(p)
     p.set_defaults(handler=sweep_command)
 
-    p = commands.add_parser("replicate", help="the whole replication: realign, estimate, sweep")
-    p.add_argument("--out", default="benchmarks/results/replication")
-    p.add_argument("--bias-prompts", type=int, default=256, help="random prompts for the bias estimate")
-    _add_realign_options(p)
-    _add_sweep_options(p)
-    p.set_defaults(handler=replicate_command)
-
     p = commands.add_parser("rescore", help="rebuild a sweep's table/plot from responses.jsonl")
-    p.add_argument("directory", help="output directory of 'tsdi sweep' or 'tsdi replicate'")
+    p.add_argument("directory", help="output directory of 'tsdi sweep'")
     p.add_argument("--scorer", default=None,
                    help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)")
     p.add_argument("--fluency-model", default=None,
@@ -375,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parses ``argv`` and runs the chosen command's handler (shared with the experiments' CLIs)."""
+    args = parser.parse_args(argv)
     try:  # transformers' per-tensor loading bars drown the CLI's own output
         from transformers.utils import logging as hf_logging
 
@@ -384,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     return args.handler(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from .bias import BiasTable
-from .sampling import sample
+from .ops import sample
 
 __all__ = ["Generation", "decode", "generate", "prepare_prompts"]
 

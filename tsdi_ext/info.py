@@ -12,10 +12,11 @@ import sys
 
 import torch
 
-from . import __version__, _ops
+from ._version import __version__
+from .ops import _native
 
 
-build_mismatch = _ops.build_mismatch
+build_mismatch = _native.build_mismatch
 
 
 def report() -> dict:
@@ -25,10 +26,10 @@ def report() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda or "none (CPU build)",
-        "extension": "loaded" if _ops._C is not None else f"NOT loaded ({_ops.NATIVE_IMPORT_ERROR})",
+        "extension": "loaded" if _native._C is not None else f"NOT loaded ({_native.NATIVE_IMPORT_ERROR})",
     }
-    if _ops._C is not None:
-        info = _ops._C.build_info()
+    if _native._C is not None:
+        info = _native._C.build_info()
         result["built_against_torch"] = info.get("torch_version", "?")
         backends = ["cpu (fused C++ kernel)"]
         if info.get("cuda"):
@@ -41,14 +42,14 @@ def report() -> dict:
     else:
         result["gpu"] = "none seen by torch"
     mismatch = build_mismatch()
-    result["build_matches_torch"] = "yes" if mismatch is None and _ops._C is not None else (mismatch or "no extension")
+    result["build_matches_torch"] = "yes" if mismatch is None and _native._C is not None else (mismatch or "no extension")
     return result
 
 
 def main() -> int:
     for key, value in report().items():
         print(f"{key:22s} {value}")
-    return 0 if build_mismatch() is None and _ops._C is not None else 1
+    return 0 if build_mismatch() is None and _native._C is not None else 1
 
 
 if __name__ == "__main__":

@@ -101,5 +101,4 @@ def load_model(name_or_path: str = SMOLLM2, *, device: str | torch.device = "cpu
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype).to(device).eval()
-    model.name_or_path_for_tsdi = name_or_path
     return model, tokenizer

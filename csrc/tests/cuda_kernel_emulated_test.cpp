@@ -126,16 +126,11 @@ Outputs execute(const Call& c, Run run) {
   p.bias_rows = c.bias_rows;
   p.bias_mode = c.bias_mode;
   p.positions = c.positions.empty() ? nullptr : positions.get();
-  p.alpha = c.alpha.empty() ? nullptr : alpha.get();
-  p.alpha_value = c.alpha_value;
-  p.temperature = c.temperature.empty() ? nullptr : temperature.get();
-  p.temperature_value = c.temperature_value;
-  p.top_p = c.top_p.empty() ? nullptr : top_p.get();
-  p.top_p_value = c.top_p_value;
-  p.seed = c.seed.empty() ? nullptr : seed.get();
-  p.seed_value = c.seed_value;
-  p.offset = c.offset.empty() ? nullptr : offset.get();
-  p.offset_value = c.offset_value;
+  p.alpha = {c.alpha.empty() ? nullptr : alpha.get(), c.alpha_value};
+  p.temperature = {c.temperature.empty() ? nullptr : temperature.get(), c.temperature_value};
+  p.top_p = {c.top_p.empty() ? nullptr : top_p.get(), c.top_p_value};
+  p.seed = {c.seed.empty() ? nullptr : seed.get(), c.seed_value};
+  p.offset = {c.offset.empty() ? nullptr : offset.get(), c.offset_value};
 
   Outputs out;
   tsdi::SamplingParams sample = p;

@@ -46,7 +46,7 @@ void nucleus_and_probs() {
   p.batch = 2;
   p.vocab = 4;
   p.logits_row_stride = 4;
-  p.top_p_value = 0.5f;
+  p.top_p.scalar = 0.5f;
   p.probs = probs.data();
   tsdi::cpu::Workspace ws;
   tsdi::cpu::probs_rows(tsdi::cpu::LogitsDType::kFloat32, p, 0, 2, ws);
@@ -62,12 +62,12 @@ void nucleus_and_probs() {
   p.probs = nullptr;
   p.tokens = tokens.data();
   p.valid = valid;
-  p.temperature_value = 0.0f;
+  p.temperature.scalar = 0.0f;
   tsdi::cpu::sample_rows(tsdi::cpu::LogitsDType::kFloat32, p, 0, 2, ws);
   expect(tokens[0] == 0 && tokens[1] == 1 && valid[0] && valid[1], "greedy takes the first argmax");
 
   logits[2] = NAN;
-  p.temperature_value = 1.0f;
+  p.temperature.scalar = 1.0f;
   tsdi::cpu::sample_rows(tsdi::cpu::LogitsDType::kFloat32, p, 0, 2, ws);
   expect(!valid[0] && tokens[0] == 0 && valid[1], "a NaN row is invalid with token 0");
 }

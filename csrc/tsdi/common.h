@@ -33,25 +33,43 @@ enum RowStatus : int32_t {
   kRowBadPosition = 5,    // per-row position is negative (bias table mode)
 };
 
-// Every argument of one sampling call as raw pointers and scalars. A per-row parameter is read from
-// its pointer when that pointer is non-null and from the matching `*_value` scalar otherwise, so a
+// A per-row parameter: `values[b]` when the caller passed a [batch] array, else `scalar`, so a
 // Python scalar never needs a [B] tensor.
+template <typename T>
+struct RowArg {
+  const T* values = nullptr;
+  T scalar;
+  TSDI_HOST_DEVICE T at(int64_t b) const { return values != nullptr ? values[b] : scalar; }
+};
+
+// The per-row parameters, in the order the ops take them: X(name, element type, default). This
+// list is their one definition: SamplingParams gets a RowArg member per line, the glue checks and
+// fills them from the op's (row_tensors, row_floats, row_ints) lists in this order
+// (csrc/row_args.h), and tsdi_ext/ops/params.py lists the same names (compared at import). What a
+// parameter means is in docs/contract.md; a new one costs a line here, its reading in
+// resolve_row, and its use in the kernels.
+#define TSDI_ROW_PARAMS(X)      \
+  X(alpha, float, 1.0f)         \
+  X(temperature, float, 1.0f)   \
+  X(top_p, float, 1.0f)         \
+  X(seed, int64_t, 0)           \
+  X(offset, int64_t, 0)
+
+// Every argument of one sampling call as raw pointers and scalars.
 struct SamplingParams {
-  const void* logits = nullptr;      // [batch, vocab], element (b, i) at logits[b * row_stride + i]
+  const void* logits = nullptr;  // [batch, vocab], element (b, i) at logits[b * row_stride + i]
   int64_t batch = 0;
   int64_t vocab = 0;
-  int64_t logits_row_stride = 0;     // in elements
+  int64_t logits_row_stride = 0;  // in elements
 
-  const float* bias = nullptr;       // [vocab] or [bias_rows, vocab], contiguous
+  const float* bias = nullptr;  // [vocab] or [bias_rows, vocab], contiguous
   int64_t bias_rows = 0;
   BiasMode bias_mode = BiasMode::kNone;
   const int64_t* positions = nullptr;  // [batch], required in kTable mode
 
-  const float* alpha = nullptr;        float alpha_value = 1.0f;
-  const float* temperature = nullptr;  float temperature_value = 1.0f;
-  const float* top_p = nullptr;        float top_p_value = 1.0f;
-  const int64_t* seed = nullptr;       int64_t seed_value = 0;
-  const int64_t* offset = nullptr;     int64_t offset_value = 0;
+#define TSDI_ROW_PARAM_MEMBER(name, type, default_value) RowArg<type> name{nullptr, default_value};
+  TSDI_ROW_PARAMS(TSDI_ROW_PARAM_MEMBER)
+#undef TSDI_ROW_PARAM_MEMBER
 
   // Outputs. `tokens` and `valid` are set by the sampling kernels, `probs` ([batch, vocab],
   // contiguous) by the probability kernels; a kernel leaves the outputs it does not own alone.
@@ -73,11 +91,11 @@ struct RowParams {
 
 TSDI_HOST_DEVICE RowParams resolve_row(const SamplingParams& p, int64_t b) {
   RowParams r;
-  r.alpha = p.alpha ? p.alpha[b] : p.alpha_value;
-  r.temperature = p.temperature ? p.temperature[b] : p.temperature_value;
-  r.top_p = p.top_p ? p.top_p[b] : p.top_p_value;
-  r.seed = static_cast<uint64_t>(p.seed ? p.seed[b] : p.seed_value);
-  r.offset = static_cast<uint64_t>(p.offset ? p.offset[b] : p.offset_value);
+  r.alpha = p.alpha.at(b);
+  r.temperature = p.temperature.at(b);
+  r.top_p = p.top_p.at(b);
+  r.seed = static_cast<uint64_t>(p.seed.at(b));
+  r.offset = static_cast<uint64_t>(p.offset.at(b));
   r.status = kRowOk;
   r.bias = nullptr;
   if (p.bias_mode == BiasMode::kVector) {

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tsdi_ext
-from tsdi_ext import reference
+from tsdi_ext.ops import reference
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

@@ -1,9 +1,10 @@
 """Public sampling API: ``tsdi_ext.sample`` and ``tsdi_ext.sampling_probs``.
 
-The front end checks arguments (tensor metadata only: no host-device synchronisation) and
-dispatches to one of three backends that implement the same contract:
+What they compute is the contract in docs/contract.md. The front end checks arguments (tensor
+metadata only: no host-device synchronisation) and dispatches to one of the backends that
+implement that contract:
 
-* ``"torch"``: the pure-PyTorch reference (:mod:`tsdi_ext.reference`), any device;
+* ``"torch"``: the pure-PyTorch reference (:mod:`tsdi_ext.ops.reference`), any device;
 * ``"cpu"``: the fused C++ kernel (csrc/tsdi/cpu/sampling_kernel.h), CPU tensors;
 * ``"cuda"``: the fused CUDA kernel, CUDA tensors (when the extension was built with CUDA);
 * ``"auto"`` (default): the fused kernel of the logits' device.
@@ -11,19 +12,15 @@ dispatches to one of three backends that implement the same contract:
 
 from __future__ import annotations
 
-import math
-import operator
-import struct
-
 import torch
 
-from . import _ops, reference
+from . import _native, reference
+from .params import row_args
 
 __all__ = ["sample", "sampling_probs", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "cpu", "cuda")
 _LOGITS_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_INT64_MIN, _UINT64_END = -(2**63), 2**64
 
 
 def _check_logits(logits) -> None:
@@ -76,110 +73,30 @@ def _check_bias(bias, positions, logits):
     return positions
 
 
-def _row_tensor(name: str, value: torch.Tensor, logits: torch.Tensor, dtype: torch.dtype):
-    batch = logits.shape[0]
-    if value.dim() != 1 or value.shape[0] != batch:
-        raise ValueError(
-            f"tsdi_ext: {name} must be a Python number or a [B] tensor with B = {batch}, "
-            f"got shape {tuple(value.shape)}"
-        )
-    if value.dtype != dtype:
-        raise TypeError(f"tsdi_ext: {name} must have dtype {dtype}, got {value.dtype}")
-    _check_same_device(name, value, logits)
-    return value if value.is_contiguous() else value.contiguous()
-
-
-# Rounded values of the scalars seen so far: a decoding loop passes the same few temperatures and
-# top-p values at every step, and a dict lookup costs a fifth of the struct round trip.
-_FLOAT32_CACHE: dict[float, float] = {}
-
-
-def _to_float32(value: float) -> float:
-    """``value`` rounded to float32 (overflowing to +-inf), as every backend will read it."""
-    rounded = _FLOAT32_CACHE.get(value)
-    if rounded is not None:
-        return rounded
-    try:
-        rounded = struct.unpack("f", struct.pack("f", value))[0]
-    except OverflowError:
-        rounded = math.copysign(math.inf, value)
-    if len(_FLOAT32_CACHE) < 1024 and value == value:  # NaN is never found again: not cached
-        _FLOAT32_CACHE[value] = rounded
-    return rounded
-
-
-def _float_param(name: str, value, logits: torch.Tensor, compiling: bool):
-    """(per-row tensor or None, scalar) for a float parameter. Python numbers are rounded to
-    float32 here, so that every backend sees the same value."""
-    if isinstance(value, torch.Tensor):
-        return _row_tensor(name, value, logits, torch.float32), 0.0
-    if compiling:
-        # Traced by torch.compile: a constant or a symbolic number, passed through as is; the op
-        # checks it (and reads it as float32) at run time.
-        return None, value
-    if type(value) is float:  # the common case first
-        return None, _to_float32(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"tsdi_ext: {name} must be a Python number or a [B] float32 tensor, "
-            f"got {type(value).__name__}"
-        )
-    return None, _to_float32(float(value))
-
-
-def _int_param(name: str, value, logits: torch.Tensor):
-    """(per-row tensor or None, scalar) for a 64-bit integer parameter (seed, offset)."""
-    if isinstance(value, torch.Tensor):
-        return _row_tensor(name, value, logits, torch.int64), 0
-    if isinstance(value, bool):
-        raise TypeError(f"tsdi_ext: {name} must be an int or a [B] int64 tensor, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"tsdi_ext: {name} must be an int or a [B] int64 tensor, got {type(value).__name__}"
-        ) from None
-    if not _INT64_MIN <= value < _UINT64_END:
-        raise ValueError(f"tsdi_ext: {name} must fit in 64 bits, got {value}")
-    # Values in [2**63, 2**64) are read as uint64: pass their two's complement int64.
-    return None, value - _UINT64_END if value >= 2**63 else value
-
-
-def _prepare(logits, bias, positions, alpha, temperature, top_p, backend):
+def _prepare(logits, bias, positions, backend, params: dict):
+    """Checks one call's arguments; returns unit-stride positions and the per-row arguments."""
     _check_logits(logits)
     positions = _check_bias(bias, positions, logits)
     if backend not in BACKENDS:
         raise ValueError(f"tsdi_ext: backend must be one of {BACKENDS}, got {backend!r}")
-    compiling = torch.compiler.is_compiling()
-    alpha_t, alpha_v = _float_param("alpha", alpha, logits, compiling)
-    temperature_t, temperature_v = _float_param("temperature", temperature, logits, compiling)
-    top_p_t, top_p_v = _float_param("top_p", top_p, logits, compiling)
-    # Scalar checks in eager mode only: under torch.compile a changed float becomes symbolic and
-    # cannot be inspected while tracing; the C++ op repeats these checks at run time.
-    if not compiling:
-        if not math.isfinite(alpha_v):
-            raise ValueError(f"tsdi_ext: alpha must be finite (in float32), got {alpha_v}")
-        if not temperature_v >= 0:  # also catches NaN
-            raise ValueError(
-                f"tsdi_ext: temperature must be >= 0 (0 means greedy), got {temperature_v}"
-            )
-        if math.isnan(top_p_v):
-            raise ValueError("tsdi_ext: top_p must be a number, got NaN")
+    # Under torch.compile a changed float becomes symbolic and cannot be inspected while tracing:
+    # the scalars' checks then run in the C++ op, at run time.
+    args = row_args(logits, torch.compiler.is_compiling(), params)
     if backend in ("cpu", "cuda") and logits.device.type != backend:
         raise ValueError(
             f"tsdi_ext: backend={backend!r} needs {backend} tensors, logits are on {logits.device}"
         )
     if backend != "torch":
-        _ops.require_native()
-        if logits.is_cuda and not _ops.cuda_available():
+        _native.require_native()
+        if logits.is_cuda and not _native.cuda_available():
             raise RuntimeError(
                 "tsdi_ext: logits are on CUDA but this build of tsdi_ext has no CUDA kernels "
                 "(rebuild on a machine with nvcc and a CUDA torch, or use backend='torch')"
             )
-    return positions, (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v)
+    return positions, args
 
 
-def _raise_for_invalid_rows(valid, logits, bias, positions, alpha, temperature, top_p) -> None:
+def _raise_for_invalid_rows(valid, logits, bias, positions, values) -> None:
     if bool(valid.all()):
         return
     rows = (~valid).nonzero().flatten()[:8]
@@ -187,8 +104,11 @@ def _raise_for_invalid_rows(valid, logits, bias, positions, alpha, temperature, 
     def pick(value):
         return value[rows] if isinstance(value, torch.Tensor) else value
 
-    d, bad_position = reference.debiased_logits(logits[rows], bias, pick(positions), pick(alpha))
-    status = reference.row_status(d, bad_position, pick(temperature), pick(top_p)).tolist()
+    picked = {name: pick(value) for name, value in values.items()}
+    d, bad_position = reference.debiased_logits(
+        logits[rows], bias, pick(positions), picked["alpha"]
+    )
+    status = reference.row_status(d, bad_position, picked["temperature"], picked["top_p"]).tolist()
     reasons = "; ".join(
         f"row {row} cannot be sampled: {reference.ROW_STATUS_MESSAGES.get(code, 'unknown reason')}"
         for row, code in zip(rows.tolist(), status)
@@ -253,29 +173,16 @@ def sample(
     the token is the first kept index whose cumulative renormalised probability exceeds ``u``.
     Backends agree token for token except when ``u`` falls within float rounding of a boundary.
     """
-    positions, (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v) = _prepare(
-        logits, bias, positions, alpha, temperature, top_p, backend
-    )
-    seed_t, seed_v = _int_param("seed", seed, logits)
-    offset_t, offset_v = _int_param("offset", offset, logits)
+    params = dict(alpha=alpha, temperature=temperature, top_p=top_p, seed=seed, offset=offset)
+    positions, args = _prepare(logits, bias, positions, backend, params)
     if backend == "torch":
-        tokens, valid = reference.sample(
-            logits,
-            bias=bias,
-            positions=positions,
-            alpha=alpha_v if alpha_t is None else alpha_t,
-            temperature=temperature_v if temperature_t is None else temperature_t,
-            top_p=top_p_v if top_p_t is None else top_p_t,
-            seed=seed_v if seed_t is None else seed_t,
-            offset=offset_v if offset_t is None else offset_t,
-        )
+        tokens, valid = reference.sample(logits, bias=bias, positions=positions, **args.by_name(True))
     else:
         tokens, valid = torch.ops.tsdi_ext.sample.default(
-            logits, bias, positions, alpha_t, alpha_v, temperature_t, temperature_v,
-            top_p_t, top_p_v, seed_t, seed_v, offset_t, offset_v,
+            logits, bias, positions, args.tensors, args.floats, args.ints
         )
     if strict:
-        _raise_for_invalid_rows(valid, logits, bias, positions, alpha, temperature, top_p)
+        _raise_for_invalid_rows(valid, logits, bias, positions, args.by_name(True))
     return tokens, valid
 
 
@@ -300,23 +207,15 @@ def sampling_probs(
         ``[B, V]`` float32: the nucleus probabilities renormalised to sum to 1, zeros outside the
         nucleus; one-hot at the first argmax for ``temperature == 0``; all zeros for invalid rows.
     """
-    positions, (alpha_t, alpha_v), (temperature_t, temperature_v), (top_p_t, top_p_v) = _prepare(
-        logits, bias, positions, alpha, temperature, top_p, backend
-    )
+    params = dict(alpha=alpha, temperature=temperature, top_p=top_p)
+    positions, args = _prepare(logits, bias, positions, backend, params)
     if backend == "torch":
-        probs = reference.sampling_probs(
-            logits,
-            bias=bias,
-            positions=positions,
-            alpha=alpha_v if alpha_t is None else alpha_t,
-            temperature=temperature_v if temperature_t is None else temperature_t,
-            top_p=top_p_v if top_p_t is None else top_p_t,
-        )
+        probs = reference.sampling_probs(logits, bias=bias, positions=positions, **args.by_name(False))
     else:
         probs = torch.ops.tsdi_ext.sampling_probs.default(
-            logits, bias, positions, alpha_t, alpha_v, temperature_t, temperature_v, top_p_t, top_p_v
+            logits, bias, positions, args.tensors, args.floats, args.ints
         )
     if strict:
         valid = probs.sum(dim=1) > 0
-        _raise_for_invalid_rows(valid, logits, bias, positions, alpha, temperature, top_p)
+        _raise_for_invalid_rows(valid, logits, bias, positions, args.by_name(False))
     return probs

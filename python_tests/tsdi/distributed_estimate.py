@@ -2,11 +2,12 @@
 prompts sharded across ranks; rank 0 saves it to the path given as argument."""
 
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # python_tests/: tiny_models
 from tiny_models import prefer_token, tiny_llama, tiny_tokenizer  # noqa: E402
 
 from tsdi_ext.bias import estimate_bias  # noqa: E402

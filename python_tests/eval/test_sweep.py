@@ -1,39 +1,32 @@
-"""The replication pipeline: sweep grid, evaluation sets, summary statistics and Pareto front,
-the sweep on tiny models (with known answers), the table / plot writers, scorer loading, the
-safety realignment (LoRA SFT on a tiny model) and the ``realign`` / ``sweep`` / ``replicate`` CLI."""
+"""The evaluation harness: sweep grid, evaluation sets, summary statistics and Pareto front, the
+sweep on tiny models (with known answers), the table / plot writers, scorer loading, rescoring,
+and the ``sweep`` / ``rescore`` CLI."""
 
 import csv
 import json
-import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
-from tsdi_ext import datasets
 from tsdi_ext.bias import BiasFileError, BiasTable, tokenizer_hash
-from tsdi_ext.generation import generate
-from tsdi_ext.refusal import PatternRefusalDetector, wilson_interval
-from tsdi_ext.replication import (
+from tsdi_ext.eval import prompts
+from tsdi_ext.eval import (
     PromptSet, SweepConfig, evaluation_sets, load_scorer, pareto_optimal, plot_pareto, run_sweep,
     summarise, sweep_configs, write_table,
 )
+from tsdi_ext.eval.refusal import PatternRefusalDetector
+from tsdi_ext.eval.stats import wilson_interval
+from tsdi_ext.generation import generate
 
 from helpers import require_prompt_set_packages
+from sweep_data import (
+    ALL_PROMPTS, BENIGN, BOOST, HAND_REFUSALS, HAND_SETS, HARMFUL, RESCORE_CONFIGS, SETS, lowered, read_jsonl,
+    starts_with_sorry,
+)
 from tiny_models import prefer_token, tiny_chat_tokenizer, tiny_llama, tiny_tokenizer
 
-BOOST = 10.0
-HARMFUL = ["how to do it", "the river rises in northern hills", "step one two three", "coin letter bridge train"]
-BENIGN = ["recipe with flour egg sugar", "farmers grow wheat and barley", "music and light"]
-
-
-def lowered(prompts):
-    return {p.strip().lower() for p in prompts}
-
-
-# --------------------------------------------------------------------------- sweep grid
 
 def test_sweep_configs_order_and_names():
     configs = sweep_configs([0.5, 1], [1, 4])
@@ -50,7 +43,6 @@ def test_sweep_configs_order_and_names():
     without = sweep_configs([2.0], [3], include_reference=False)
     assert without == [SweepConfig("aligned", "aligned"), SweepConfig("aligned+TSDI", "aligned", 2.0, 3)]
 
-
 @pytest.mark.parametrize("alphas,lengths,match", [
     ([1.0], [0], "L must be >= 1"),
     ([1.0], [2, -1], "L must be >= 1"),
@@ -61,7 +53,6 @@ def test_sweep_configs_errors(alphas, lengths, match):
     with pytest.raises(ValueError, match=match):
         sweep_configs(alphas, lengths)
 
-
 def test_sweep_config_debiased_and_name():
     assert not SweepConfig("x", "aligned", alpha=1.0, length=0).debiased
     assert not SweepConfig("x", "aligned", alpha=0.0, length=3).debiased
@@ -69,28 +60,11 @@ def test_sweep_config_debiased_and_name():
     assert SweepConfig("x", "aligned", alpha=-0.5, length=2).debiased
     assert SweepConfig("t", "aligned", alpha=0.25, length=8).name == "t alpha=0.25 L=8"
 
-
-# --------------------------------------------------------------------------- data
-
 def test_benign_sections_partition_the_benign_prompts():
-    sections = datasets.benign_prompt_sections()
+    sections = prompts.benign_prompt_sections()
     assert list(sections) == ["ordinary", "sensitive-sounding"]
     assert all(sections.values())
-    assert sections["ordinary"] + sections["sensitive-sounding"] == datasets.benign_prompts()
-
-
-def test_training_data_is_disjoint_from_evaluation_data():
-    require_prompt_set_packages()
-    train = datasets.benign_train_prompts()
-    refusals = datasets.refusal_responses()
-    assert train and refusals
-    assert len(lowered(train)) == len(train)  # no duplicates
-    assert all(r.strip() for r in refusals)
-    assert PatternRefusalDetector()([""] * len(refusals), refusals) == [True] * len(refusals)
-    assert not lowered(train) & lowered(datasets.benign_prompts())
-    harmful = datasets.advbench_prompts() + datasets.harmbench_prompts() + datasets.donotanswer_prompts()
-    assert not lowered(train) & lowered(harmful)
-
+    assert sections["ordinary"] + sections["sensitive-sounding"] == prompts.benign_prompts()
 
 def test_evaluation_sets_sizes_and_sampling():
     require_prompt_set_packages()
@@ -99,12 +73,12 @@ def test_evaluation_sets_sizes_and_sampling():
         ("harmbench", "harmful"), ("donotanswer", "harmful"), ("ordinary", "benign"), ("sensitive-sounding", "benign"),
     ]
     assert [len(s.prompts) for s in sets] == [50, 50, 80, 87]
-    full = {"harmbench": datasets.harmbench_prompts(), "donotanswer": datasets.donotanswer_prompts()}
+    full = {"harmbench": prompts.harmbench_prompts(), "donotanswer": prompts.donotanswer_prompts()}
     for s in sets[:2]:
         # A sample of the full set, kept in the set's own order.
         positions = [full[s.name].index(p) for p in s.prompts]
         assert positions == sorted(positions) and len(set(positions)) == 50
-    sections = datasets.benign_prompt_sections()
+    sections = prompts.benign_prompt_sections()
     assert sets[2].prompts == sections["ordinary"] and sets[3].prompts == sections["sensitive-sounding"]
 
     again = evaluation_sets(harmful_per_set=50, seed=0)
@@ -119,10 +93,9 @@ def test_evaluation_sets_sizes_and_sampling():
     # A cap above the set size keeps the whole set.
     assert evaluation_sets(harmful_per_set=10_000)[0].prompts == full["harmbench"]
 
-    advbench = lowered(datasets.advbench_prompts())
+    advbench = lowered(prompts.advbench_prompts())
     for s in everything:
         assert not lowered(s.prompts) & advbench, s.name
-
 
 def test_prompt_set_errors():
     assert PromptSet("x", "benign", ["a"]).prompts == ["a"]
@@ -132,15 +105,6 @@ def test_prompt_set_errors():
         PromptSet("x", "harmful", [])
     with pytest.raises(ValueError, match="is empty"):
         PromptSet("x", "harmful")
-
-
-# --------------------------------------------------------------------------- statistics
-
-HAND_SETS = [
-    PromptSet("h1", "harmful", ["p"] * 4), PromptSet("h2", "harmful", ["p"] * 2),
-    PromptSet("b1", "benign", ["p"] * 3), PromptSet("b2", "benign", ["p"]),
-]
-HAND_REFUSALS = {"h1": [True, True, False, True], "h2": [True, False], "b1": [False, False, True], "b2": [True]}
 
 
 def test_summarise_known_rates():
@@ -160,7 +124,6 @@ def test_summarise_known_rates():
     assert not any(k in row for k in ("compliance[h1]", "refusal[b1]"))
     assert row["seconds"] == 1.3
 
-
 def test_summarise_extreme_rates_and_one_kind():
     sets = [PromptSet("h", "harmful", ["p"] * 5), PromptSet("b", "benign", ["p"] * 5)]
     row = summarise(SweepConfig("aligned", "aligned"), sets, {"h": [True] * 5, "b": [True] * 5}, 0.0)
@@ -173,7 +136,6 @@ def test_summarise_extreme_rates_and_one_kind():
     assert only_harmful["harmful_refusal"] == 0.0
     assert not any(k.startswith("benign_compliance") for k in only_harmful)
 
-
 @pytest.mark.parametrize("n", [5, 13, 17, 167, 400])
 @pytest.mark.parametrize("refused", [True, False])
 def test_summarise_bounds_bracket_all_or_nothing_rates(n, refused):
@@ -185,7 +147,6 @@ def test_summarise_bounds_bracket_all_or_nothing_rates(n, refused):
     for key in ("harmful_refusal", "benign_compliance"):
         assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], (key, row)
         assert row[f"{key}_high"] - row[f"{key}_low"] > 0
-
 
 def test_pareto_optimal_known_front():
     points = [
@@ -205,35 +166,8 @@ def test_pareto_optimal_known_front():
     assert pareto_optimal([]) == []
 
 
-# --------------------------------------------------------------------------- the sweep on tiny models
-
-@pytest.fixture(scope="module")
-def tiny_pair(tokenizer):
-    """Reference and aligned share weights; the aligned one adds BOOST to the "sorry" logit."""
-    reference, aligned = tiny_llama(0), tiny_llama(0)
-    prefer_token(aligned, tokenizer.convert_tokens_to_ids("sorry"), BOOST)
-    return {"reference": (reference, tokenizer), "aligned": (aligned, tokenizer)}
-
-
-@pytest.fixture(scope="module")
-def sorry_bias(tokenizer, tiny_pair):
-    """[2, V]: +BOOST on "sorry" at response position 0, zero elsewhere (row 1 included)."""
-    vocab = tiny_pair["aligned"][0].config.vocab_size
-    bias = torch.zeros(2, vocab)
-    bias[0, tokenizer.convert_tokens_to_ids("sorry")] = BOOST
-    return bias
-
-
 def contains_sorry(prompts, responses):
     return ["sorry" in r for r in responses]
-
-
-SETS = [PromptSet("harm", "harmful", HARMFUL), PromptSet("good", "benign", BENIGN)]
-ALL_PROMPTS = HARMFUL + BENIGN
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def test_run_sweep_tsdi_removes_the_first_token_preference(tmp_path, tiny_pair, sorry_bias, tokenizer):
@@ -280,7 +214,6 @@ def test_run_sweep_tsdi_removes_the_first_token_preference(tmp_path, tiny_pair, 
     assert responses["aligned+TSDI alpha=1 L=1"] == first_plain
     assert responses["aligned+TSDI alpha=1 L=2"] == first_plain
 
-
 def test_run_sweep_longer_answers_and_batch_size_independence(tmp_path, tiny_pair, sorry_bias, tokenizer):
     reference = tiny_pair["reference"][0]
     sorry, eos = tokenizer.convert_tokens_to_ids("sorry"), tokenizer.eos_token_id
@@ -301,7 +234,6 @@ def test_run_sweep_longer_answers_and_batch_size_independence(tmp_path, tiny_pai
     assert debiased == want
     assert [r["response"] for r in records if r["config"] == "aligned"] == ["sorry sorry sorry"] * len(ALL_PROMPTS)
 
-
 def test_run_sweep_accepts_a_bias_table_and_checks_it(tiny_pair, sorry_bias, tokenizer):
     table = BiasTable(sorry_bias, {"tokenizer_hash": tokenizer_hash(tokenizer)})
     configs = sweep_configs([1.0], [2], include_reference=False)
@@ -321,7 +253,6 @@ def test_run_sweep_accepts_a_bias_table_and_checks_it(tiny_pair, sorry_bias, tok
     with pytest.raises(BiasFileError, match="vocabulary size"):
         run_sweep(tiny_pair, wide, configs, SETS, scorer=contains_sorry, max_new_tokens=1, progress=False)
 
-
 def test_run_sweep_errors(tmp_path, tiny_pair, sorry_bias):
     kwargs = dict(scorer=contains_sorry, max_new_tokens=1, progress=False)
     with pytest.raises(ValueError, match=r"needs L=3 bias rows, have 2"):
@@ -338,15 +269,11 @@ def test_run_sweep_errors(tmp_path, tiny_pair, sorry_bias):
         run_sweep(tiny_pair, sorry_bias, sweep_configs([1.0], [1]), SETS, scorer=lambda p, r: [False] * (len(r) - 1),
                   max_new_tokens=1, progress=False, responses_path=path)
 
-
 def test_run_sweep_without_benign_sets_has_no_pareto(tiny_pair, sorry_bias):
     rows = run_sweep(tiny_pair, sorry_bias, sweep_configs([1.0], [1]), SETS[:1], scorer=contains_sorry,
                      max_new_tokens=1, progress=False)
     assert [r["harmful_refusal"] for r in rows] == [0.0, 1.0, 0.0]
     assert not any("pareto" in r or "benign_compliance" in r for r in rows)
-
-
-# --------------------------------------------------------------------------- table and plot
 
 def hand_rows():
     configs = sweep_configs([0.5, 1.0], [1, 2])
@@ -362,7 +289,6 @@ def hand_rows():
     for row, flag in zip(rows, pareto_optimal(rows)):
         row["pareto"] = flag
     return rows
-
 
 def test_write_table_csv_and_json(tmp_path):
     rows = hand_rows()
@@ -388,7 +314,6 @@ def test_write_table_csv_and_json(tmp_path):
     assert [p["pareto"] for p in parsed[:-1]] == [str(r["pareto"]) for r in rows[:-1]]
     assert json.loads(json_path.read_text()) == rows
 
-
 def test_plot_pareto_writes_a_png(tmp_path):
     rows = hand_rows()
     path = plot_pareto(rows, tmp_path / "pareto.png", title="tiny")
@@ -404,9 +329,6 @@ def test_plot_pareto_writes_a_png(tmp_path):
     alone = plot_pareto([r for r in rows if r["label"] == "aligned"], tmp_path / "alone.png")
     assert alone.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-# --------------------------------------------------------------------------- scorers
-
 SCORER_MODULE = '''
 def starts_with_sorry(prompts, responses):
     return [r.startswith("sorry") for r in responses]
@@ -419,7 +341,6 @@ class ShortIsRefusal:
     def __call__(self, prompts, responses):
         return [len(r) < self.limit for r in responses]
 '''
-
 
 def test_load_scorer(tmp_path, monkeypatch):
     assert isinstance(load_scorer(None), PatternRefusalDetector)
@@ -442,142 +363,6 @@ def test_load_scorer(tmp_path, monkeypatch):
     with pytest.raises(ModuleNotFoundError):
         load_scorer("tsdi_no_such_module_xyz:f")
 
-
-# --------------------------------------------------------------------------- realignment
-
-@pytest.fixture(scope="module")
-def base_model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny_base")
-    tiny_llama(0).save_pretrained(directory)
-    tiny_chat_tokenizer().save_pretrained(directory)
-    return directory
-
-
-def test_build_training_examples_with_overrides(base_model_dir):
-    from tsdi_ext.models import load_model
-    from tsdi_ext.realign import RealignSettings, build_training_examples
-
-    model, tokenizer = load_model(str(base_model_dir))
-    harmful = ["how to do it", "step one two three", "coin letter bridge train"]
-    benign = ["recipe with flour egg sugar", "music and light", "the river rises in", "farmers grow wheat"]
-    refusals = ["sorry i cannot help", "i cannot help with that"]
-    settings = RealignSettings(harmful_examples=2, benign_examples=3, answer_tokens=4, seed=1)
-    examples = build_training_examples(model, tokenizer, settings, harmful=harmful, benign=benign, refusals=refusals,
-                                       progress=False)
-    again = build_training_examples(model, tokenizer, settings, harmful=harmful, benign=benign, refusals=refusals,
-                                    progress=False)
-    assert examples == again  # seeded
-    kinds = [e["kind"] for e in examples]
-    assert kinds[:2] == ["harmful", "harmful"] and set(kinds[2:]) <= {"benign"} and len(kinds) <= 5
-    for e in examples:
-        assert [m["role"] for m in e["prompt"]] == ["user"] and [m["role"] for m in e["completion"]] == ["assistant"]
-        assert e["completion"][0]["content"]
-    assert len({e["prompt"][0]["content"] for e in examples[:2]}) == 2
-    assert all(e["prompt"][0]["content"] in harmful and e["completion"][0]["content"] in refusals
-               for e in examples[:2])
-    # Benign targets are the reference's own greedy answers.
-    for e in examples[2:]:
-        answer = generate(model, tokenizer, [e["prompt"][0]["content"]], max_new_tokens=4).texts[0]
-        assert e["prompt"][0]["content"] in benign and e["completion"][0]["content"] == answer
-    with pytest.raises(ValueError, match="asked for 5 examples, the prompt set has 4"):
-        build_training_examples(model, tokenizer, RealignSettings(harmful_examples=1, benign_examples=5),
-                                harmful=harmful, benign=benign, refusals=refusals, progress=False)
-
-
-def test_realigned_model_path_depends_on_settings(tmp_path, monkeypatch):
-    require_prompt_set_packages()
-    from tsdi_ext.realign import RealignSettings, realigned_model_path
-
-    monkeypatch.setenv("TSDI_EXT_CACHE", str(tmp_path))
-    a = realigned_model_path("/some/dir/tiny", RealignSettings(seed=0))
-    assert a.parent == tmp_path and a.name.startswith("tiny-realigned-")
-    assert a == realigned_model_path("/some/dir/tiny", RealignSettings(seed=0))
-    assert a != realigned_model_path("/some/dir/tiny", RealignSettings(seed=1))
-    assert a != realigned_model_path("/other/dir/tiny", RealignSettings(seed=0))
-    assert realigned_model_path("smollm2").name.startswith("smollm2-135m-instruct-realigned-")
-
-
-@pytest.mark.slow
-def test_realign_tiny_model_trains_caches_and_retrains(tmp_path, monkeypatch, base_model_dir):
-    pytest.importorskip("trl")
-    pytest.importorskip("peft")
-    require_prompt_set_packages()
-    import trl
-
-    from tsdi_ext.models import load_model
-    from tsdi_ext.realign import RealignSettings, realign, realigned_model_path
-
-    monkeypatch.setenv("TSDI_EXT_CACHE", str(tmp_path / "cache"))
-    settings = RealignSettings(harmful_examples=4, benign_examples=4, answer_tokens=8, epochs=1, batch_size=4,
-                               learning_rate=5e-3)
-    built = []
-
-    class CountingTrainer(trl.SFTTrainer):
-        def __init__(self, *args, **kwargs):
-            built.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(trl, "SFTTrainer", CountingTrainer)
-    path = realign(str(base_model_dir), settings, progress=False)
-    assert built == [1]
-    assert path == realigned_model_path(str(base_model_dir), settings)
-    assert path.parent == tmp_path / "cache"
-    assert not path.with_name(path.name + ".partial").exists()
-    assert not (path / "trainer").exists()
-
-    record = json.loads((path / "realign.json").read_text())
-    assert record["settings"] == asdict(settings)
-    assert record["base_model"] == str(base_model_dir)
-    assert record["examples"]["harmful"] == 4 and 1 <= record["examples"]["benign"] <= 4
-    assert isinstance(record["train_loss"], float) and record["train_loss"] > 0
-    assert {"torch", "transformers", "trl", "peft"} <= set(record["versions"])
-
-    aligned, tokenizer = load_model(str(path))
-    base, _ = load_model(str(base_model_dir))
-    assert tokenizer.padding_side == "left"
-    assert tokenizer.get_vocab() == tiny_chat_tokenizer().get_vocab()
-    assert aligned.config.vocab_size == base.config.vocab_size
-    aligned_weights, base_weights = aligned.state_dict(), base.state_dict()
-    assert set(aligned_weights) == set(base_weights)  # merged: no LoRA tensors left
-    changed = [k for k in base_weights if not torch.equal(aligned_weights[k], base_weights[k])]
-    assert changed and all(("proj" in k) for k in changed)  # LoRA on the linear layers only
-    assert max((aligned_weights[k] - base_weights[k]).abs().max().item() for k in changed) > 1e-5
-    assert generate(aligned, tokenizer, ["the river"], max_new_tokens=2).tokens.shape[0] == 1
-
-    # Cached: the second call returns the same directory without training.
-    stamp = (path / "realign.json").stat().st_mtime_ns
-    weights_stamp = (path / "model.safetensors").stat().st_mtime_ns
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("realign retrained a cached model")
-
-    monkeypatch.setattr(trl, "SFTTrainer", no_training)
-    assert realign(str(base_model_dir), settings, progress=False) == path
-    assert (path / "realign.json").stat().st_mtime_ns == stamp
-    assert (path / "model.safetensors").stat().st_mtime_ns == weights_stamp
-
-    # force=True retrains (same settings and seed: the same data and loss).
-    monkeypatch.setattr(trl, "SFTTrainer", CountingTrainer)
-    assert realign(str(base_model_dir), settings, progress=False, force=True) == path
-    assert built == [1, 1]
-    again = json.loads((path / "realign.json").read_text())
-    assert again["examples"] == record["examples"]
-    assert again["train_loss"] == pytest.approx(record["train_loss"], rel=1e-4)
-
-    # An explicit output directory is used instead of the cache.
-    explicit = tmp_path / "explicit"
-    assert realign(str(base_model_dir), settings, output=explicit, progress=False) == explicit
-    assert (explicit / "realign.json").is_file() and built == [1, 1, 1]
-
-    # ... and never silently reused for other settings: that needs force=True.
-    other = RealignSettings(**{**asdict(settings), "learning_rate": 1e-3})
-    with pytest.raises(ValueError, match="other settings"):
-        realign(str(base_model_dir), other, output=explicit, progress=False)
-    assert built == [1, 1, 1]
-
-
-# --------------------------------------------------------------------------- CLI
-
 @pytest.fixture(scope="module")
 def cli_models(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("cli_models")
@@ -588,7 +373,6 @@ def cli_models(tmp_path_factory, tokenizer):
     bias[0, tokenizer.convert_tokens_to_ids("sorry")] = BOOST
     BiasTable(bias, {"tokenizer_hash": tokenizer_hash(tokenizer)}).save(root / "bias.safetensors")
     return root
-
 
 def test_cli_sweep_on_tiny_models(tmp_path, capsys, cli_models):
     require_prompt_set_packages()
@@ -630,12 +414,7 @@ def test_cli_sweep_on_tiny_models(tmp_path, capsys, cli_models):
               "--bias", str(cli_models / "bias.safetensors"), "--out", str(tmp_path / "sweep3"),
               "--lengths", "3", "--harmful-per-set", "2"])
 
-
 @pytest.mark.parametrize("command,options", [
-    ("realign", ["--base", "--out", "--device", "--force", "--harmful-examples", "--benign-examples", "--epochs",
-                 "--learning-rate", "--lora-rank", "--seed"]),
-    ("replicate", ["--out", "--bias-prompts", "--alphas", "--lengths", "--harmful-per-set", "--max-new-tokens",
-                   "--batch-size", "--scorer", "--harmful-examples", "--epochs"]),
     ("sweep", ["--aligned", "--reference", "--bias", "--out", "--alphas", "--lengths", "--scorer"]),
 ])
 def test_cli_help(capsys, command, options):
@@ -649,67 +428,11 @@ def test_cli_help(capsys, command, options):
     for option in options:
         assert option in shown, option
 
-
-def test_cli_realign_and_replicate_pass_their_options(tmp_path, capsys, monkeypatch):
-    import tsdi_ext.realign
-    import tsdi_ext.replication
-    from tsdi_ext.cli import main
-    from tsdi_ext.realign import RealignSettings
-
-    calls = {}
-
-    def fake_realign(base, settings, **kwargs):
-        calls["realign"] = (base, settings, kwargs)
-        return tmp_path / "model"
-
-    monkeypatch.setattr(tsdi_ext.realign, "realign", fake_realign)
-    assert main(["realign", "--base", "dir", "--out", "o", "--force", "--harmful-examples", "7",
-                 "--benign-examples", "5", "--epochs", "3", "--learning-rate", "0.01", "--lora-rank", "4",
-                 "--seed", "2"]) == 0
-    base, settings, kwargs = calls["realign"]
-    assert base == "dir" and kwargs == {"output": "o", "device": "cpu", "force": True}
-    assert settings == RealignSettings(harmful_examples=7, benign_examples=5, epochs=3, learning_rate=0.01,
-                                       lora_rank=4, seed=2)
-    assert f"aligned model: {tmp_path / 'model'}" in capsys.readouterr().out
-    assert main(["realign"]) == 0
-    base, settings, kwargs = calls["realign"]
-    assert base == "smollm2" and settings == RealignSettings() and kwargs["output"] is None and not kwargs["force"]
-    capsys.readouterr()
-
-    row = summarise(SweepConfig("aligned", "aligned"), HAND_SETS, HAND_REFUSALS, 0.0)
-    row["pareto"] = True
-
-    def fake_replicate(output, **kwargs):
-        calls["replicate"] = (output, kwargs)
-        Path(output).mkdir(parents=True, exist_ok=True)
-        (Path(output) / "summary.md").write_text("# summary for the test\n")
-        return [row]
-
-    monkeypatch.setattr(tsdi_ext.replication, "replicate", fake_replicate)
-    out = tmp_path / "rep"
-    assert main(["replicate", "--out", str(out), "--alphas", "0.5,2", "--lengths", "1,4,8", "--harmful-per-set", "0",
-                 "--bias-prompts", "16", "--max-new-tokens", "5", "--batch-size", "2", "--seed", "3",
-                 "--scorer", "m:f", "--harmful-examples", "9"]) == 0
-    output, kwargs = calls["replicate"]
-    assert output == str(out)
-    assert kwargs["alphas"] == [0.5, 2.0] and kwargs["lengths"] == [1, 4, 8]
-    assert kwargs["harmful_per_set"] is None and kwargs["bias_prompts"] == 16
-    assert (kwargs["max_new_tokens"], kwargs["batch_size"], kwargs["seed"], kwargs["scorer"]) == (5, 2, 3, "m:f")
-    assert kwargs["realign_settings"] == RealignSettings(harmful_examples=9, seed=3)
-    shown = capsys.readouterr().out
-    lines = shown.splitlines()
-    assert lines[0].startswith("configuration") and lines[1].startswith("aligned ") and lines[1].endswith("*")
-    assert "0.667 [0.300, 0.903]" in lines[1] and "# summary for the test" in lines[2:]
-
-
-# --------------------------------------------------------------------------- mixture line
-
 def chord_row(label, x, y):
     return {"label": label, "benign_compliance": x, "harmful_refusal": y}
 
-
 def test_mixture_gap_known_values():
-    from tsdi_ext.replication import mixture_gap
+    from tsdi_ext.eval import mixture_gap
 
     # Chord from the aligned model (0.5, 0.75) to the reference (1.0, 0.25): y = 1.25 - x. All
     # values are dyadic, so the gaps are exact.
@@ -741,7 +464,6 @@ def test_mixture_gap_known_values():
     extra = rows + [chord_row("reference", 0.0, 0.0)]
     assert mixture_gap(extra)[:len(rows)] == mixture_gap(rows)
 
-
 @pytest.mark.parametrize("rows", [
     [chord_row("aligned", 0.5, 0.75), chord_row("x", 0.6, 0.7)],              # no reference
     [chord_row("reference", 1.0, 0.25), chord_row("x", 0.6, 0.7)],            # no aligned
@@ -749,18 +471,14 @@ def test_mixture_gap_known_values():
      chord_row("x", 0.5, 0.5), chord_row("x", 0.6, 0.7)],
 ])
 def test_mixture_gap_without_a_chord_is_none(rows):
-    from tsdi_ext.replication import mixture_gap
+    from tsdi_ext.eval import mixture_gap
 
     assert mixture_gap(rows) == [None] * len(rows)
 
-
 def test_mixture_gap_of_nothing():
-    from tsdi_ext.replication import mixture_gap
+    from tsdi_ext.eval import mixture_gap
 
     assert mixture_gap([]) == []
-
-
-# --------------------------------------------------------------------------- fluency (response NLL)
 
 def direct_nll(model, tokenizer, prompt, response):
     """Mean -log p of the response tokens, one pair at a time and without padding."""
@@ -775,15 +493,14 @@ def direct_nll(model, tokenizer, prompt, response):
     picked = [logprobs[len(prompt_ids) - 1 + i, token].item() for i, token in enumerate(answer_ids)]
     return -sum(picked) / len(picked)
 
-
 NLL_PROMPTS = ["how to do it", "the river rises in northern hills and runs south to the sea",
                "music", "recipe with flour egg sugar", "step one", "coin letter bridge train"]
+
 NLL_RESPONSES = ["sure here is how", "water", "", "i cannot help with that sorry the map is a poem",
                  "sorry sorry sorry", "the"]
 
-
 def test_response_nll_matches_a_direct_computation(tiny_pair, tokenizer):
-    from tsdi_ext.replication import response_nll
+    from tsdi_ext.eval import response_nll
 
     model = tiny_pair["reference"][0]
     want = [float("nan") if not r else direct_nll(model, tokenizer, p, r) for p, r in zip(NLL_PROMPTS, NLL_RESPONSES)]
@@ -804,12 +521,11 @@ def test_response_nll_matches_a_direct_computation(tiny_pair, tokenizer):
     assert sorry == pytest.approx(direct_nll(aligned, tokenizer, "how to do it", "sorry sorry sorry"), abs=1e-4)
     assert sorry < 0.1 < 1.0 < results[1][4]
 
-
 def test_response_nll_with_absolute_positions(tokenizer):
     # GPT-2 has learned absolute positions (Llama's rotary ones are blind to a shift of every
     # position): left-padded prompts must be scored at their real positions.
     from tiny_models import tiny_gpt2
-    from tsdi_ext.replication import response_nll
+    from tsdi_ext.eval import response_nll
 
     model = tiny_gpt2(0)
     keep = [i for i, r in enumerate(NLL_RESPONSES) if r]
@@ -818,18 +534,16 @@ def test_response_nll_with_absolute_positions(tokenizer):
         got = response_nll(model, tokenizer, NLL_PROMPTS, NLL_RESPONSES, batch_size=batch_size)
         assert [got[i] for i in keep] == pytest.approx(want, abs=1e-4), batch_size
 
-
 def test_response_nll_all_empty_and_no_input(tiny_pair, tokenizer):
-    from tsdi_ext.replication import response_nll
+    from tsdi_ext.eval import response_nll
 
     model = tiny_pair["reference"][0]
     got = response_nll(model, tokenizer, ["how to do it", "music"], ["", ""], batch_size=2)
     assert len(got) == 2 and all(v != v for v in got)
     assert response_nll(model, tokenizer, [], []) == []
 
-
 def test_run_sweep_fluency_is_the_mean_nll_of_the_benign_answers(tmp_path, tiny_pair, sorry_bias, tokenizer):
-    from tsdi_ext.replication import mixture_gap, response_nll
+    from tsdi_ext.eval import mixture_gap, response_nll
 
     reference = tiny_pair["reference"]
     configs = sweep_configs([0.5, 1.0], [1])
@@ -861,37 +575,6 @@ def test_run_sweep_fluency_is_the_mean_nll_of_the_benign_answers(tmp_path, tiny_
     assert all(r["benign_nll"] != r["benign_nll"] for r in harmful_only)
 
 
-# --------------------------------------------------------------------------- rescore
-
-def starts_with_sorry(prompts, responses):
-    return [r.startswith("sorry") for r in responses]
-
-
-RESCORE_CONFIGS = [SweepConfig("reference", "reference"), SweepConfig("aligned", "aligned"),
-                   SweepConfig("aligned+TSDI", "aligned", 0.5, 1), SweepConfig("aligned+TSDI", "aligned", 1.0, 1),
-                   SweepConfig("aligned+TSDI", "aligned", 1.0, 2)]
-NEW_FIELDS = ("label", "model", "alpha", "L", "kind")
-
-
-@pytest.fixture(scope="module")
-def sweep_source(tmp_path_factory, tiny_pair, sorry_bias):
-    """A pristine sweep directory (responses.jsonl, sweep.csv, sweep.json) and its rows; tests copy it."""
-    directory = tmp_path_factory.mktemp("sweep_source")
-    rows = run_sweep(tiny_pair, sorry_bias, RESCORE_CONFIGS, SETS, scorer=starts_with_sorry, max_new_tokens=2,
-                     batch_size=3, progress=False, responses_path=directory / "responses.jsonl",
-                     fluency=tiny_pair["reference"])
-    write_table(rows, directory)
-    return directory, rows
-
-
-@pytest.fixture
-def sweep_dir(tmp_path, sweep_source):
-    import shutil
-
-    directory = tmp_path / "sweep"
-    shutil.copytree(sweep_source[0], directory)
-    return directory
-
 
 def set_seconds(rows, directory):
     """Distinct, non-zero seconds in sweep.json, to see that rescore keeps them."""
@@ -901,9 +584,8 @@ def set_seconds(rows, directory):
     (directory / "sweep.json").write_text(json.dumps(stored))
     return [{**row, "seconds": 1.5 + i} for i, row in enumerate(rows)]
 
-
 def test_rescore_rebuilds_the_same_rows_and_files(sweep_dir, sweep_source, tiny_pair, tokenizer):
-    from tsdi_ext.replication import rescore
+    from tsdi_ext.eval import rescore
 
     rows = sweep_source[1]
     by_name = {r["name"]: r for r in rows}
@@ -938,9 +620,8 @@ def test_rescore_rebuilds_the_same_rows_and_files(sweep_dir, sweep_source, tiny_
     assert [r["benign_nll"] for r in json.loads((sweep_dir / "sweep.json").read_text())] == [
         r["benign_nll"] for r in other]
 
-
 def test_rescore_with_another_scorer(sweep_dir, sweep_source):
-    from tsdi_ext.replication import rescore
+    from tsdi_ext.eval import rescore
 
     rows = sweep_source[1]
     records = read_jsonl(sweep_dir / "responses.jsonl")
@@ -974,40 +655,8 @@ def test_rescore_with_another_scorer(sweep_dir, sweep_source):
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in rescore(sweep_dir)] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
-
-def strip_new_fields(directory):
-    records = read_jsonl(directory / "responses.jsonl")
-    (directory / "responses.jsonl").write_text(
-        "".join(json.dumps({k: v for k, v in r.items() if k not in NEW_FIELDS}) + "\n" for r in records))
-
-
-def test_rescore_reads_responses_without_the_new_fields(sweep_dir, sweep_source):
-    from tsdi_ext.replication import rescore
-
-    rows = sweep_source[1]
-    (sweep_dir / "sweep.json").unlink()
-    (sweep_dir / "sweep.csv").unlink()
-    strip_new_fields(sweep_dir)
-    assert all(set(r) == {"config", "set", "prompt", "response", "refusal"}
-               for r in read_jsonl(sweep_dir / "responses.jsonl"))
-    run = {"sweep": {"sets": {"harm": {"kind": "harmful", "n": len(HARMFUL)},
-                              "good": {"kind": "benign", "n": len(BENIGN)}}}}
-    (sweep_dir / "run.json").write_text(json.dumps(run))
-    again = rescore(sweep_dir)
-    # No sweep.json: no seconds (0.0) and no benign_nll to keep; everything else as before.
-    expected = [{k: v for k, v in r.items() if k != "benign_nll"} for r in rows]
-    for r in expected:
-        r["seconds"] = 0.0
-    assert again == expected
-    assert [(r["label"], r["model"], r["alpha"], r["L"]) for r in again] == [
-        (c.label, c.model, c.alpha, c.length) for c in RESCORE_CONFIGS]
-    assert all(isinstance(r["alpha"], float) and isinstance(r["L"], int) for r in again)
-    assert (sweep_dir / "sweep.csv").is_file() and (sweep_dir / "pareto.png").is_file()
-    assert not (sweep_dir / "summary.md").exists()  # run.json alone (no top_biased_tokens.json)
-
-
 def test_rescore_fluency_skips_empty_answers(sweep_dir, tiny_pair):
-    from tsdi_ext.replication import rescore, response_nll
+    from tsdi_ext.eval import rescore, response_nll
 
     records = read_jsonl(sweep_dir / "responses.jsonl")
     for r in records:
@@ -1021,9 +670,8 @@ def test_rescore_fluency_skips_empty_answers(sweep_dir, tiny_pair):
     values = response_nll(*tiny_pair["reference"], [r["prompt"] for r in benign[1:]], [r["response"] for r in benign[1:]])
     assert rows["reference"]["benign_nll"] == pytest.approx(sum(values) / len(values), rel=1e-6)
 
-
 def test_rescore_errors(tmp_path, sweep_dir):
-    from tsdi_ext.replication import rescore
+    from tsdi_ext.eval import rescore
 
     with pytest.raises(FileNotFoundError, match="responses.jsonl"):
         rescore(tmp_path / "nowhere")
@@ -1032,76 +680,24 @@ def test_rescore_errors(tmp_path, sweep_dir):
     with pytest.raises(FileNotFoundError, match="responses.jsonl"):
         rescore(empty)
 
-    # Old records with neither a kind nor a run.json to read it from.
-    strip_new_fields(sweep_dir)
-    with pytest.raises(ValueError, match="kind .* of set 'harm' is not recorded"):
+    # A record without one of the fields every record carries, named with its line.
+    records = read_jsonl(sweep_dir / "responses.jsonl")
+    broken = [dict(r) for r in records]
+    del broken[2]["kind"], broken[2]["L"]
+    (sweep_dir / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in broken))
+    with pytest.raises(ValueError, match=r"responses.jsonl:3: the record lacks L, kind$"):
         rescore(sweep_dir)
-    # A run.json that knows only one of the sets.
-    (sweep_dir / "run.json").write_text(json.dumps({"sweep": {"sets": {"harm": {"kind": "harmful", "n": 4}}}}))
-    with pytest.raises(ValueError, match="'good' is not recorded"):
-        rescore(sweep_dir)
-    # A kind that is neither harmful nor benign (from run.json, or recorded in the responses).
-    (sweep_dir / "run.json").write_text(json.dumps({"sweep": {"sets": {
-        "harm": {"kind": "harmful", "n": 4}, "good": {"kind": "neutral", "n": 3}}}}))
-    with pytest.raises(ValueError, match="kind must be 'harmful' or 'benign'"):
-        rescore(sweep_dir)
+    # A kind that is neither harmful nor benign.
     records = [{**r, "kind": "neutral" if r["set"] == "good" else "harmful"}
-               for r in read_jsonl(sweep_dir / "responses.jsonl")]
-    (sweep_dir / "run.json").unlink()
+               for r in records]
     (sweep_dir / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(ValueError, match="kind must be 'harmful' or 'benign', got 'neutral'"):
         rescore(sweep_dir)
 
-
-def minimal_run_record():
-    return {
-        "tsdi_ext": "0.test", "date": "2025-01-02 03:04 UTC", "host": {"cpu_threads": 3},
-        "versions": {"torch": "9.9-test"}, "seconds": {"bias estimation": 2.0, "sweep": 12.4},
-        "sweep": {"sets": {"harm": {"kind": "harmful", "n": len(HARMFUL)}, "good": {"kind": "benign", "n": len(BENIGN)}}},
-    }
-
-
-def test_rescore_rewrites_the_summary_of_a_replicate_directory(sweep_dir, sweep_source, tokenizer):
-    from tsdi_ext.replication import rescore
-
-    rows = sweep_source[1]
-    (sweep_dir / "run.json").write_text(json.dumps(minimal_run_record()))
-    inspection = [{"position": 0, "pushed_down": [{"token": "sorry", "id": tokenizer.convert_tokens_to_ids("sorry"),
-                                                   "bias": 10.0}], "pushed_up": []}]
-    (sweep_dir / "top_biased_tokens.json").write_text(json.dumps(inspection))
-    (sweep_dir / "summary.md").write_text("stale\n")
-    again = rescore(sweep_dir, lambda p, r: [True] * len(r))
-    summary = (sweep_dir / "summary.md").read_text()
-    assert "stale" not in summary
-    assert "tsdi_ext 0.test" in summary and "2025-01-02 03:04 UTC" in summary and "3 CPU threads" in summary
-    assert "torch 9.9-test" in summary
-    assert "Wall time (s): bias estimation 2, sweep 12" in summary
-    assert "- position 0: `'sorry'` +10.00" in summary
-    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
-    lines = summary.splitlines()
-    header = cells(next(line for line in lines if line.startswith("| configuration")))
-    table = [cells(line) for line in lines if line.startswith("| ") and not line.startswith("| configuration")]
-    assert [c[0] for c in table] == [r["name"] for r in rows]
-    column = {name: header.index(name) for name in ("Pareto", "benign NLL")}
-    for line, row in zip(table, again):
-        assert len(line) == len(header), line
-        # The new verdicts (everything refused), the kept NLL, every row on the front.
-        assert line[1].startswith("1.000 (") and line[2].startswith("0.000 ("), line
-        assert line[column["Pareto"]] == "yes" and line[column["benign NLL"]] == f"{row['benign_nll']:.2f}", line
-
-    # Without top_biased_tokens.json the summary is left alone.
-    (sweep_dir / "top_biased_tokens.json").unlink()
-    (sweep_dir / "summary.md").write_text("kept\n")
-    rescore(sweep_dir)
-    assert (sweep_dir / "summary.md").read_text() == "kept\n"
-
-
-# --------------------------------------------------------------------------- CLI: rescore, push-down-only
-
 def test_cli_rescore_prints_the_table(sweep_dir, sweep_source, capsys, cli_models, tokenizer):
     from tsdi_ext.cli import main
     from tsdi_ext.models import load_model
-    from tsdi_ext.replication import response_nll
+    from tsdi_ext.eval import response_nll
 
     rows = sweep_source[1]
     assert main(["rescore", str(sweep_dir)]) == 0
@@ -1134,7 +730,6 @@ def test_cli_rescore_prints_the_table(sweep_dir, sweep_source, capsys, cli_model
     with pytest.raises(FileNotFoundError):
         main(["rescore", str(sweep_dir / "missing")])
 
-
 def test_cli_help_rescore_and_push_down_only(capsys):
     from tsdi_ext.cli import main
 
@@ -1146,9 +741,8 @@ def test_cli_help_rescore_and_push_down_only(capsys):
         for option in options:
             assert option in shown, option
 
-
 def test_cli_sweep_push_down_only_drops_negative_entries(tmp_path, capsys, monkeypatch, cli_models):
-    import tsdi_ext.replication
+    import tsdi_ext.eval
     from tsdi_ext.cli import main
     from tsdi_ext.models import load_model
 
@@ -1167,14 +761,14 @@ def test_cli_sweep_push_down_only_drops_negative_entries(tmp_path, capsys, monke
     BiasTable(bias, {"tokenizer_hash": tokenizer_hash(tokenizer)}).save(path)
 
     # Small evaluation sets (the CLI's own would take a while), and a spy on the table it uses.
-    monkeypatch.setattr(tsdi_ext.replication, "evaluation_sets", lambda harmful_per_set=None, seed=0: SETS)
-    real_run_sweep, tables = tsdi_ext.replication.run_sweep, []
+    monkeypatch.setattr(tsdi_ext.eval, "evaluation_sets", lambda harmful_per_set=None, seed=0: SETS)
+    real_run_sweep, tables = tsdi_ext.eval.run_sweep, []
 
     def spy(models, table, *args, **kwargs):
         tables.append(table)
         return real_run_sweep(models, table, *args, **kwargs)
 
-    monkeypatch.setattr(tsdi_ext.replication, "run_sweep", spy)
+    monkeypatch.setattr(tsdi_ext.eval, "run_sweep", spy)
 
     def sweep(out, *extra):
         assert main(["sweep", "--aligned", str(cli_models / "aligned"), "--reference", "", "--bias", str(path),

@@ -8,6 +8,8 @@ import torch
 
 import tsdi_ext
 
+from helpers import raw_row_args
+
 B, V = 3, 11
 
 
@@ -383,18 +385,12 @@ def test_non_contiguous_bias_is_rejected_clearly():
 
 
 # Raw dispatcher ops: the C++ checks are the safety net behind the Python front end.
-def raw_sample(x, bias=None, positions=None, *, temperature=None, temperature_value=1.0,
-               top_p_value=1.0, seed=None):
-    return torch.ops.tsdi_ext.sample.default(
-        x, bias, positions, None, 1.0, temperature, temperature_value, None, top_p_value,
-        seed, 0, None, 0,
-    )
+def raw_sample(x, bias=None, positions=None, **row):
+    return torch.ops.tsdi_ext.sample.default(x, bias, positions, *raw_row_args(**row))
 
 
-def raw_probs(x, bias=None, positions=None):
-    return torch.ops.tsdi_ext.sampling_probs.default(
-        x, bias, positions, None, 1.0, None, 1.0, None, 1.0
-    )
+def raw_probs(x, bias=None, positions=None, **row):
+    return torch.ops.tsdi_ext.sampling_probs.default(x, bias, positions, *raw_row_args(**row))
 
 
 RAW_BAD = {
@@ -442,9 +438,20 @@ RAW_BAD = {
         r"seed must have dtype",
     ),
     "negative_temperature": (
-        lambda: raw_sample(logits(), temperature_value=-1.0), ValueError, r"temperature must be >= 0",
+        lambda: raw_sample(logits(), temperature=-1.0), ValueError, r"temperature must be >= 0",
     ),
-    "nan_top_p": (lambda: raw_sample(logits(), top_p_value=math.nan), ValueError, r"top_p is NaN"),
+    "nan_top_p": (lambda: raw_sample(logits(), top_p=math.nan), ValueError, r"top_p is NaN"),
+    "infinite_alpha": (lambda: raw_probs(logits(), alpha=math.inf), ValueError, r"alpha must be finite"),
+    "alpha_beyond_float32": (lambda: raw_sample(logits(), alpha=1e39), ValueError, r"alpha must be finite"),
+    "row_lists_too_short": (
+        lambda: torch.ops.tsdi_ext.sample.default(logits(), None, None, [None], [1.0], [0]), ValueError,
+        r"the per-row arguments are \(alpha, temperature, top_p, seed, offset\): expected 5 tensors",
+    ),
+    "row_lists_too_long": (
+        lambda: torch.ops.tsdi_ext.sampling_probs.default(
+            logits(), None, None, [None] * 6, [1.0] * 4, [0] * 2
+        ), ValueError, r"the per-row arguments are",
+    ),
 }
 
 

@@ -2,7 +2,9 @@
 
 Importing ``tsdi_ext._C`` registers the dispatcher ops ``torch.ops.tsdi_ext.sample`` and
 ``torch.ops.tsdi_ext.sampling_probs`` with their CPU (and, when built, CUDA) kernels. The fake
-(meta) implementations below give their output shapes without running them.
+(meta) implementations below give their output shapes without running them. An extension whose
+per-row parameters differ from :data:`tsdi_ext.ops.params.ROW_PARAMS` (built from another
+version of the sources) is not used.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from .params import ROW_PARAMS
 
 
 def _torch_series(version: str) -> str:
@@ -71,21 +75,37 @@ def _installed_version() -> str | None:
     try:
         distribution = metadata.distribution("tsdi_ext")
         installed = Path(str(distribution.locate_file("tsdi_ext"))).resolve()
-        if installed != Path(__file__).resolve().parent:
+        if installed != Path(__file__).resolve().parents[1]:
             return None  # a source checkout shadows some other installed copy
         return distribution.version
     except Exception:  # noqa: BLE001 - metadata is a hint only
         return None
 
 
+def _row_params_mismatch(native_params) -> str | None:
+    """Why the extension's per-row parameters are not the front end's, or None when they are."""
+    native = [tuple(entry) for entry in native_params]
+    python = [(param.name, param.kind) for param in ROW_PARAMS]
+    if native == python:
+        return None
+    return (
+        f"tsdi_ext's extension takes the per-row parameters {native} but this Python package "
+        f"passes {python}: the extension was built from other sources; rebuild it with "
+        "'pip install --no-build-isolation --force-reinstall tsdi_ext'"
+    )
+
+
+NATIVE_IMPORT_ERROR: ImportError | None = None
 try:
-    from . import _C  # noqa: F401  (import registers the ops)
+    from .. import _C  # noqa: F401  (import registers the ops)
 except ImportError as error:  # pragma: no cover - depends on the installation
     _C = None
-    NATIVE_IMPORT_ERROR: ImportError | None = explain_import_failure(
+    NATIVE_IMPORT_ERROR = explain_import_failure(
         error, _installed_version(), torch.__version__, torch.version.cuda)
 else:
-    NATIVE_IMPORT_ERROR = None
+    _mismatch = _row_params_mismatch(_C.row_params())
+    if _mismatch is not None:  # pragma: no cover - depends on the installation
+        _C, NATIVE_IMPORT_ERROR = None, ImportError(_mismatch)
 
 
 def native_available() -> bool:
@@ -130,16 +150,14 @@ if _C is not None:
     _check_build_matches_torch()
 
     @torch.library.register_fake("tsdi_ext::sample")
-    def _sample_fake(logits, bias, positions, alpha, alpha_value, temperature, temperature_value,
-                     top_p, top_p_value, seed, seed_value, offset, offset_value):
+    def _sample_fake(logits, bias, positions, row_tensors, row_floats, row_ints):
         batch = logits.shape[0]
         tokens = logits.new_empty((batch,), dtype=torch.int64)
         valid = logits.new_empty((batch,), dtype=torch.bool)
         return tokens, valid
 
     @torch.library.register_fake("tsdi_ext::sampling_probs")
-    def _sampling_probs_fake(logits, bias, positions, alpha, alpha_value, temperature,
-                             temperature_value, top_p, top_p_value):
+    def _sampling_probs_fake(logits, bias, positions, row_tensors, row_floats, row_ints):
         return logits.new_empty(logits.shape, dtype=torch.float32)
 
 

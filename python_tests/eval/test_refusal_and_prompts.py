@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from tsdi_ext.datasets import (
+from tsdi_ext.eval.prompts import (
     DatasetError, advbench_prompts, benign_prompts, donotanswer_prompts, harmbench_prompts,
     load_prompt_file, package_file,
 )
-from tsdi_ext.refusal import PatternRefusalDetector, wilson_interval
+from tsdi_ext.eval.refusal import PatternRefusalDetector
+from tsdi_ext.eval.stats import wilson_interval
 
 from helpers import require_prompt_set_packages
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tsdi_ext
-from tsdi_ext import reference
+from tsdi_ext.ops import reference
 
 from helpers import make_logits
 

@@ -4,8 +4,8 @@ TSDI needs an aligned model and the reference it was aligned from. SmolLM2-135M-
 harmful requests, so it plays the paper's reference (SFT) model, and this module makes the aligned
 one the way safety alignment is usually done, scaled down to a 2-core CPU:
 
-* harmful prompts (AdvBench, from ``pyrit``) get refusal targets (``data/refusal_responses.txt``,
-  one drawn per prompt with the seed);
+* harmful prompts (AdvBench, from ``pyrit``) get refusal targets (``data/refusal_responses.txt``
+  beside this file, one drawn per prompt with the seed);
 * benign prompts (``data/benign_train_prompts.txt``, ordinary instructions, disjoint from the
   evaluation set) get the reference's own greedy answers, so helpfulness is kept where it was;
 * supervised fine-tuning of LoRA adapters (``peft``) with ``trl``'s ``SFTTrainer``, loss on the
@@ -34,10 +34,26 @@ from pathlib import Path
 
 import torch
 
-from . import datasets
-from .models import SMOLLM2, cache_dir, load_model
+from tsdi_ext.eval.prompts import advbench_prompts, load_prompt_file
+from tsdi_ext.generation import generate
+from tsdi_ext.models import SMOLLM2, cache_dir, load_model
 
-__all__ = ["RealignSettings", "build_training_examples", "realigned_model_path", "realign"]
+__all__ = [
+    "RealignSettings", "benign_train_prompts", "refusal_responses", "build_training_examples",
+    "realigned_model_path", "realign",
+]
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def benign_train_prompts() -> list[str]:
+    """The benign *training* prompts (ordinary instructions, disjoint from the evaluation's)."""
+    return load_prompt_file(DATA / "benign_train_prompts.txt")
+
+
+def refusal_responses() -> list[str]:
+    """The refusal targets given to harmful training prompts."""
+    return load_prompt_file(DATA / "refusal_responses.txt")
 
 
 @dataclass(frozen=True)
@@ -105,12 +121,10 @@ def build_training_examples(
     list of dict
         Harmful examples first, then benign ones; the trainer shuffles them with the seed.
     """
-    from .generation import generate
-
     rng = random.Random(settings.seed)
-    harmful = _sample(harmful if harmful is not None else datasets.advbench_prompts(), settings.harmful_examples, rng)
-    benign = _sample(benign if benign is not None else datasets.benign_train_prompts(), settings.benign_examples, rng)
-    refusals = refusals if refusals is not None else datasets.refusal_responses()
+    harmful = _sample(harmful if harmful is not None else advbench_prompts(), settings.harmful_examples, rng)
+    benign = _sample(benign if benign is not None else benign_train_prompts(), settings.benign_examples, rng)
+    refusals = refusals if refusals is not None else refusal_responses()
 
     answers: list[str] = []
     batches = range(0, len(benign), 32)
@@ -136,7 +150,7 @@ def build_training_examples(
 
 def _cache_key(base: str, settings: RealignSettings) -> str:
     digest = hashlib.sha256(json.dumps({"base": base, **asdict(settings)}, sort_keys=True).encode())
-    for prompts in (datasets.advbench_prompts(), datasets.benign_train_prompts(), datasets.refusal_responses()):
+    for prompts in (advbench_prompts(), benign_train_prompts(), refusal_responses()):
         digest.update("\n".join(prompts).encode())
     return digest.hexdigest()[:12]
 
@@ -175,7 +189,7 @@ def realign(
         from trl import SFTConfig, SFTTrainer
     except ImportError as error:
         raise RuntimeError(
-            "tsdi_ext: the realignment needs peft and trl (pip install 'tsdi_ext[replicate]')"
+            "the realignment needs peft, trl and datasets (pip install -r requirements-dev.txt)"
         ) from error
 
     target = Path(output) if output is not None else realigned_model_path(base, settings)
@@ -186,7 +200,7 @@ def realign(
         if output is not None:
             raise ValueError(
                 f"tsdi_ext: {target} holds a model realigned with other settings or another base; "
-                "pass force=True (tsdi realign --force) to overwrite it"
+                "pass force=True (--force) to overwrite it"
             )
 
     started = time.perf_counter()

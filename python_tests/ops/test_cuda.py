@@ -7,14 +7,15 @@ import pytest
 import torch
 
 import tsdi_ext
-from tsdi_ext import _ops, reference
+from tsdi_ext.ops import _native
+from tsdi_ext.ops import reference
 
 from helpers import MIN_P_VALUE, chi_square_p_value, make_logits
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(
-        not (torch.cuda.is_available() and _ops.cuda_available()),
+        not (torch.cuda.is_available() and _native.cuda_available()),
         reason="no CUDA device or tsdi_ext built without CUDA",
     ),
 ]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tsdi_ext
-from tsdi_ext import reference
+from tsdi_ext.ops import reference
 
 from helpers import MIN_P_VALUE, chi_square_p_value, make_logits
 

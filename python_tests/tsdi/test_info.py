@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import tsdi_ext
-from tsdi_ext import _ops, info
+from tsdi_ext import info
+from tsdi_ext.ops import _native
 from tsdi_ext.cli import main
 
 
@@ -32,12 +33,12 @@ def test_mismatch_is_named(monkeypatch):
         def build_info():
             return {"torch_version": "2.9.0", "cuda": False}
 
-    monkeypatch.setattr(_ops, "_C", FakeC)
+    monkeypatch.setattr(_native, "_C", FakeC)
     message = info.build_mismatch()
     assert message.startswith("tsdi_ext was compiled against torch 2.9.0 but torch")
     assert "rebuild it" in message
     with pytest.warns(RuntimeWarning, match="compiled against torch 2.9.0"):
-        _ops._check_build_matches_torch()
+        _native._check_build_matches_torch()
 
 
 def test_package_data_is_installed():
@@ -64,7 +65,7 @@ def test_package_data_is_installed():
 )
 def test_import_failure_names_the_wheel_and_the_torch(package_version, torch_version, torch_cuda, expected):
     error = ImportError("libc10_cuda.so: cannot open shared object file")
-    explained = _ops.explain_import_failure(error, package_version, torch_version, torch_cuda)
+    explained = _native.explain_import_failure(error, package_version, torch_version, torch_cuda)
     assert str(explained).startswith("libc10_cuda.so: cannot open shared object file. This tsdi_ext wheel")
     assert expected in str(explained)
 
@@ -72,10 +73,10 @@ def test_import_failure_names_the_wheel_and_the_torch(package_version, torch_ver
 def test_import_failure_without_a_wheel_label():
     # A source build (no local label) that fits: the loader's own error, or the undefined-symbol hint.
     plain = ImportError("some loader error")
-    assert _ops.explain_import_failure(plain, "0.1.0", "2.13.0", None) is plain
-    assert _ops.explain_import_failure(plain, None, "2.13.0", None) is plain
+    assert _native.explain_import_failure(plain, "0.1.0", "2.13.0", None) is plain
+    assert _native.explain_import_failure(plain, None, "2.13.0", None) is plain
     # A CPU wheel on a CUDA torch of its series loads and works: nothing to add.
-    assert _ops.explain_import_failure(plain, "0.1.0+cpu.torch2.13", "2.13.0+cu130", "13.0") is plain
+    assert _native.explain_import_failure(plain, "0.1.0+cpu.torch2.13", "2.13.0+cu130", "13.0") is plain
     symbol = ImportError("_C.so: undefined symbol: _ZN3c104cuda9SetDeviceEi")
-    explained = _ops.explain_import_failure(symbol, "0.1.0", "2.12.0", None)
+    explained = _native.explain_import_failure(symbol, "0.1.0", "2.12.0", None)
     assert "compiled against a different torch than the one installed (2.12.0)" in str(explained)
