@@ -64,7 +64,9 @@ def copy_bandwidth_gbps() -> float:
     """Bytes read plus bytes written per second by a 512 MiB device-to-device copy, in GB/s."""
     src = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    us = cuda_median_us(lambda _: dst.copy_(src), 1, repeats=20, flush_l2=False)  # 1 GiB moved: L2 is no help
+    us = cuda_median_us(
+        lambda _: dst.copy_(src), 1, repeats=20, flush_l2=False
+    )  # 1 GiB moved: L2 is no help
     return 2 * src.numel() / (us * 1e-6) / 1e9
 
 
@@ -99,68 +101,132 @@ def hf_path(logits, bias, positions, warpers, ids):
     return torch.multinomial(torch.softmax(scores, -1), 1)
 
 
-def measure_row(dtype: torch.dtype, vocab: int, batch: int, bias: torch.Tensor, bandwidth: float) -> dict:
+def measure_row(
+    dtype: torch.dtype, vocab: int, batch: int, bias: torch.Tensor, bandwidth: float
+) -> dict:
     nbytes = batch * vocab * dtype.itemsize
-    pool = [(torch.randn(batch, vocab, device="cuda") * 3).to(dtype) for _ in range(8)]  # nuclei vary
+    pool = [
+        (torch.randn(batch, vocab, device="cuda") * 3).to(dtype) for _ in range(8)
+    ]  # nuclei vary
     positions = torch.arange(batch, device="cuda") % 10  # rows at positions 8 and 9 get no bias
     seeds = torch.arange(batch, device="cuda")
-    kw = dict(bias=bias, positions=positions, alpha=1.0, temperature=0.8, top_p=0.9, seed=seeds, offset=seeds)
+    kw = dict(
+        bias=bias,
+        positions=positions,
+        alpha=1.0,
+        temperature=0.8,
+        top_p=0.9,
+        seed=seeds,
+        offset=seeds,
+    )
     fused = cuda_median_us(lambda i: tsdi_ext.sample(pool[i], **kw), len(pool))
     reps = 5 if batch * vocab > 8_000_000 else 20
     ref = cuda_median_us(lambda i: tsdi_ext.sample(pool[i], backend="torch", **kw), len(pool), reps)
     ids = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
     warpers = [TemperatureLogitsWarper(0.8), TopPLogitsWarper(0.9)]
-    hf_us = cuda_median_us(lambda i: hf_path(pool[i], bias, positions, warpers, ids), len(pool), reps)
+    hf_us = cuda_median_us(
+        lambda i: hf_path(pool[i], bias, positions, warpers, ids), len(pool), reps
+    )
     floor = memory_floor_us(nbytes, bandwidth)
-    return {"dtype": str(dtype).removeprefix("torch."), "batch": batch, "vocab": vocab, "fused_us": fused,
-            "torch_us": ref, "hf_us": hf_us, "floor_us": floor, "fused_gbps": nbytes / (fused * 1e-6) / 1e9}
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "batch": batch,
+        "vocab": vocab,
+        "fused_us": fused,
+        "torch_us": ref,
+        "hf_us": hf_us,
+        "floor_us": floor,
+        "fused_gbps": nbytes / (fused * 1e-6) / 1e9,
+    }
 
 
 def targets(rows: list[dict], graph_us: dict) -> list[tuple[str, str, bool | None]]:
     """Issue #3's targets as (what, measured, met); met is None when the shape was not measured."""
+
     def find(dtype, batch, vocab):
-        return next((r for r in rows if (r["dtype"], r["batch"], r["vocab"]) == (dtype, batch, vocab)), None)
+        return next(
+            (r for r in rows if (r["dtype"], r["batch"], r["vocab"]) == (dtype, batch, vocab)), None
+        )
 
     out = []
     r = find("float32", 256, 128256)
-    out.append(("B=256 V=128256 fp32 within 2x of the memory floor",
-                f"{r['fused_us'] / r['floor_us']:.2f}x" if r else "not measured",
-                r["fused_us"] <= 2 * r["floor_us"] if r else None))
+    out.append(
+        (
+            "B=256 V=128256 fp32 within 2x of the memory floor",
+            f"{r['fused_us'] / r['floor_us']:.2f}x" if r else "not measured",
+            r["fused_us"] <= 2 * r["floor_us"] if r else None,
+        )
+    )
     g = graph_us.get("float32/128256")
-    out.append(("B=1 V=128256 fp32 under 10 us per call, graph-replayed",
-                f"{g:.2f} us" if g is not None else "not measured", g < 10 if g is not None else None))
+    out.append(
+        (
+            "B=1 V=128256 fp32 under 10 us per call, graph-replayed",
+            f"{g:.2f} us" if g is not None else "not measured",
+            g < 10 if g is not None else None,
+        )
+    )
     r = find("float32", 64, 128256)
-    out.append(("B=64 V=128256 fp32 at least 20x the pure-PyTorch path",
-                f"{r['torch_us'] / r['fused_us']:.1f}x" if r else "not measured",
-                r["torch_us"] >= 20 * r["fused_us"] if r else None))
+    out.append(
+        (
+            "B=64 V=128256 fp32 at least 20x the pure-PyTorch path",
+            f"{r['torch_us'] / r['fused_us']:.1f}x" if r else "not measured",
+            r["torch_us"] >= 20 * r["fused_us"] if r else None,
+        )
+    )
     return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--vocab", type=int, nargs="+", default=[128256, 32000, 151936, 262144])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 64, 128, 256])
     parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--out", type=Path, default=RESULTS / "gpu" / "cuda_sampling.json")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="start no new row after this many seconds (the JSON says what was left out)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no new row after this many seconds (the JSON says what was left out)",
+    )
     args = parser.parse_args(argv)
 
     props = torch.cuda.get_device_properties(0)
-    driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                            capture_output=True, text=True).stdout.strip()
+    driver = subprocess.run(
+        ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     bandwidth = copy_bandwidth_gbps()
-    machine = {"gpu": props.name, "sms": props.multi_processor_count, "driver": driver,
-               "torch": torch.__version__, "cuda": torch.version.cuda, "tsdi_ext": tsdi_ext.__version__,
-               "d2d_copy_gbps_read_plus_write": bandwidth,
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    print(f"# {props.name} ({props.multi_processor_count} SMs) | driver {driver} | torch {torch.__version__} "
-          f"CUDA {torch.version.cuda} | d2d copy {bandwidth:.0f} GB/s (read + write) | {machine['date']}")
-    result = {"machine": machine, "rows": [], "graph_b1_us": {}, "errors": [], "complete": False, "skipped": []}
+    machine = {
+        "gpu": props.name,
+        "sms": props.multi_processor_count,
+        "driver": driver,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "tsdi_ext": tsdi_ext.__version__,
+        "d2d_copy_gbps_read_plus_write": bandwidth,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    print(
+        f"# {props.name} ({props.multi_processor_count} SMs) | driver {driver} | torch {torch.__version__} "
+        f"CUDA {torch.version.cuda} | d2d copy {bandwidth:.0f} GB/s (read + write) | {machine['date']}"
+    )
+    result = {
+        "machine": machine,
+        "rows": [],
+        "graph_b1_us": {},
+        "errors": [],
+        "complete": False,
+        "skipped": [],
+    }
 
     def save():  # after every measurement: a run that is stopped keeps what it measured
-        result["targets"] = [{"target": t, "measured": m, "met": met}
-                             for t, m, met in targets(result["rows"], result["graph_b1_us"])]
+        result["targets"] = [
+            {"target": t, "measured": m, "met": met}
+            for t, m, met in targets(result["rows"], result["graph_b1_us"])
+        ]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
 
@@ -179,8 +245,10 @@ def main(argv=None) -> int:
             result["graph_b1_us"][f"{dtype_name}/{vocab}"] = us
             print(f"graph-replayed B=1 V={vocab} {dtype_name}: {us:.2f} us per call", flush=True)
     save()
-    print(f"{'dtype':8s} {'B':>4s} {'V':>7s} {'fused us':>9s} {'torch us':>9s} {'hf us':>9s} {'floor us':>9s} "
-          f"{'x torch':>8s} {'x hf':>7s} {'/floor':>7s} {'GB/s':>7s}")
+    print(
+        f"{'dtype':8s} {'B':>4s} {'V':>7s} {'fused us':>9s} {'torch us':>9s} {'hf us':>9s} {'floor us':>9s} "
+        f"{'x torch':>8s} {'x hf':>7s} {'/floor':>7s} {'GB/s':>7s}"
+    )
     for dtype_name in args.dtype:
         dtype = getattr(torch, dtype_name)
         for vocab in args.vocab:
@@ -196,16 +264,21 @@ def main(argv=None) -> int:
                     continue
                 result["rows"].append(row)
                 save()
-                print(f"{dtype_name:8s} {batch:4d} {vocab:7d} {row['fused_us']:9.1f} {row['torch_us']:9.1f} "
-                      f"{row['hf_us']:9.1f} {row['floor_us']:9.1f} {row['torch_us'] / row['fused_us']:8.1f} "
-                      f"{row['hf_us'] / row['fused_us']:7.1f} {row['fused_us'] / row['floor_us']:7.2f} "
-                      f"{row['fused_gbps']:7.0f}", flush=True)
+                print(
+                    f"{dtype_name:8s} {batch:4d} {vocab:7d} {row['fused_us']:9.1f} {row['torch_us']:9.1f} "
+                    f"{row['hf_us']:9.1f} {row['floor_us']:9.1f} {row['torch_us'] / row['fused_us']:8.1f} "
+                    f"{row['hf_us'] / row['fused_us']:7.1f} {row['fused_us'] / row['floor_us']:7.2f} "
+                    f"{row['fused_gbps']:7.0f}",
+                    flush=True,
+                )
     result["complete"] = not result["skipped"] and not result["errors"]
     save()
     if result["skipped"]:
         print(f"budget reached: {len(result['skipped'])} rows not measured (listed in the JSON)")
     for t, m, met in targets(result["rows"], result["graph_b1_us"]):
-        print(f"target: {t}: {m} -> {'met' if met else 'NOT met' if met is not None else 'not measured'}")
+        print(
+            f"target: {t}: {m} -> {'met' if met else 'NOT met' if met is not None else 'not measured'}"
+        )
     print(f"wrote {args.out}")
     return 0 if not result["errors"] else 1
 

@@ -60,13 +60,20 @@ def main(argv=None) -> int:
     device = next(model.parameters()).device
     table = estimate_bias(model, None, tokenizer, num_prompts=32, length=8, progress=False)
     machine = {
-        "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "tsdi_ext": tsdi_ext.__version__, "model": "SmolLM2-135M-Instruct (float32)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "tsdi_ext": tsdi_ext.__version__,
+        "model": "SmolLM2-135M-Instruct (float32)",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    print(f"# {machine['cpu']} | {machine['threads']} threads | torch {machine['torch']} | {machine['model']}")
-    print(f"{'B':>3s} {'plain ms/tok':>13s} {'TSDI greedy':>12s} {'TSDI sampled':>13s} {'HF greedy':>10s} "
-          f"{'sample() us':>12s} {'share':>6s}")
+    print(
+        f"# {machine['cpu']} | {machine['threads']} threads | torch {machine['torch']} | {machine['model']}"
+    )
+    print(
+        f"{'B':>3s} {'plain ms/tok':>13s} {'TSDI greedy':>12s} {'TSDI sampled':>13s} {'HF greedy':>10s} "
+        f"{'sample() us':>12s} {'share':>6s}"
+    )
     rows = []
     n = args.tokens
     for batch in args.batch:
@@ -78,29 +85,58 @@ def main(argv=None) -> int:
 
         plain = median_seconds(loop(), args.repeats) / n
         greedy = median_seconds(loop(bias=table, alpha=0.5), args.repeats) / n
-        sampled = median_seconds(loop(bias=table, alpha=0.5, temperature=0.7, top_p=0.9, seed=1), args.repeats) / n
+        sampled = (
+            median_seconds(
+                loop(bias=table, alpha=0.5, temperature=0.7, top_p=0.9, seed=1), args.repeats
+            )
+            / n
+        )
         with torch.inference_mode():
-            hf = median_seconds(
-                lambda: model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
-                                       min_new_tokens=n, pad_token_id=tokenizer.pad_token_id),
-                args.repeats,
-            ) / n
+            hf = (
+                median_seconds(
+                    lambda: model.generate(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        do_sample=False,
+                        max_new_tokens=n,
+                        min_new_tokens=n,
+                        pad_token_id=tokenizer.pad_token_id,
+                    ),
+                    args.repeats,
+                )
+                / n
+            )
         logits = torch.randn(batch, table.vocab_size, device=device) * 3
         bias = table.to(device)
         positions = torch.zeros(batch, dtype=torch.int64, device=device)
         step_seconds = median_seconds(
-            lambda: tsdi_ext.sample(logits, bias=bias, positions=positions, alpha=0.5, temperature=0.7,
-                                    top_p=0.9, seed=1), 200,
+            lambda: tsdi_ext.sample(
+                logits,
+                bias=bias,
+                positions=positions,
+                alpha=0.5,
+                temperature=0.7,
+                top_p=0.9,
+                seed=1,
+            ),
+            200,
         )
         row = {
-            "batch": batch, "tokens": n, "plain_ms_per_token": plain * 1e3,
-            "tsdi_greedy_ms_per_token": greedy * 1e3, "tsdi_sampled_ms_per_token": sampled * 1e3,
-            "hf_generate_greedy_ms_per_token": hf * 1e3, "sample_op_us": step_seconds * 1e6,
+            "batch": batch,
+            "tokens": n,
+            "plain_ms_per_token": plain * 1e3,
+            "tsdi_greedy_ms_per_token": greedy * 1e3,
+            "tsdi_sampled_ms_per_token": sampled * 1e3,
+            "hf_generate_greedy_ms_per_token": hf * 1e3,
+            "sample_op_us": step_seconds * 1e6,
             "sample_share_of_tsdi_step": step_seconds / sampled,
         }
         rows.append(row)
-        print(f"{batch:3d} {plain * 1e3:13.2f} {greedy * 1e3:12.2f} {sampled * 1e3:13.2f} {hf * 1e3:10.2f} "
-              f"{step_seconds * 1e6:12.1f} {row['sample_share_of_tsdi_step']:6.1%}", flush=True)
+        print(
+            f"{batch:3d} {plain * 1e3:13.2f} {greedy * 1e3:12.2f} {sampled * 1e3:13.2f} {hf * 1e3:10.2f} "
+            f"{step_seconds * 1e6:12.1f} {row['sample_share_of_tsdi_step']:6.1%}",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(f"wrote {args.out}")

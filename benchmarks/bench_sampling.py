@@ -71,8 +71,15 @@ def median_us(fn, *, budget_s: float = 1.0, max_repeats: int = 50, min_repeats: 
     return median_of_us(times)
 
 
-def paired_median_us(fn_a, fn_b, *, budget_s: float = 2.0, max_repeats: int = 1000,
-                     min_repeats: int = 5, windows: int = 5) -> dict:
+def paired_median_us(
+    fn_a,
+    fn_b,
+    *,
+    budget_s: float = 2.0,
+    max_repeats: int = 1000,
+    min_repeats: int = 5,
+    windows: int = 5,
+) -> dict:
     """Wall times of fn_a() and fn_b() in microseconds, timed in alternation (a, b, a, b, ...), so
     that a burst of background load lands on both instead of on whichever ran at the time.
 
@@ -93,12 +100,21 @@ def paired_median_us(fn_a, fn_b, *, budget_s: float = 2.0, max_repeats: int = 10
     windows = max(1, min(windows, repeats // min_repeats))
     size = repeats // windows
     window_medians = [
-        (median_of_us(times_a[k * size:(k + 1) * size]), median_of_us(times_b[k * size:(k + 1) * size]))
+        (
+            median_of_us(times_a[k * size : (k + 1) * size]),
+            median_of_us(times_b[k * size : (k + 1) * size]),
+        )
         for k in range(windows)
     ]
     quietest = min(window_medians, key=sum)
-    return {"a_us": quietest[0], "b_us": quietest[1], "a_all_us": median_of_us(times_a),
-            "b_all_us": median_of_us(times_b), "repeats": repeats, "windows": windows}
+    return {
+        "a_us": quietest[0],
+        "b_us": quietest[1],
+        "a_all_us": median_of_us(times_a),
+        "b_all_us": median_of_us(times_b),
+        "repeats": repeats,
+        "windows": windows,
+    }
 
 
 def make_logits(batch: int, vocab: int, dist: str, dtype: torch.dtype, seed: int = 0):
@@ -136,15 +152,26 @@ def bench_shape(batch, vocab, dtype, dist, temperature=0.8, top_p=0.9, alpha=1.0
     )
     fused, softmax = paired["a_us"], paired["b_us"]
     reference = median_us(lambda: tsdi_ext.sample(logits, backend="torch", **kwargs), budget_s=2.0)
-    hf = median_us(lambda: hf_path(logits, bias, alpha, temperature, top_p, generator), budget_s=2.0)
+    hf = median_us(
+        lambda: hf_path(logits, bias, alpha, temperature, top_p, generator), budget_s=2.0
+    )
     gbytes = logits.numel() * logits.element_size() / 1e9
     return {
-        "batch": batch, "vocab": vocab, "dtype": str(dtype).replace("torch.", ""), "dist": dist,
-        "fused_us": fused, "reference_us": reference, "hf_us": hf, "softmax_us": softmax,
-        "speedup_vs_reference": reference / fused, "speedup_vs_hf": hf / fused,
-        "fused_over_softmax": fused / softmax, "fused_gbps": gbytes / (fused * 1e-6),
+        "batch": batch,
+        "vocab": vocab,
+        "dtype": str(dtype).replace("torch.", ""),
+        "dist": dist,
+        "fused_us": fused,
+        "reference_us": reference,
+        "hf_us": hf,
+        "softmax_us": softmax,
+        "speedup_vs_reference": reference / fused,
+        "speedup_vs_hf": hf / fused,
+        "fused_over_softmax": fused / softmax,
+        "fused_gbps": gbytes / (fused * 1e-6),
         # The same pair over all repeats instead of the quietest window.
-        "fused_all_windows_us": paired["a_all_us"], "softmax_all_windows_us": paired["b_all_us"],
+        "fused_all_windows_us": paired["a_all_us"],
+        "softmax_all_windows_us": paired["b_all_us"],
         "fused_over_softmax_all_windows": paired["a_all_us"] / paired["b_all_us"],
     }
 
@@ -152,11 +179,16 @@ def bench_shape(batch, vocab, dtype, dist, temperature=0.8, top_p=0.9, alpha=1.0
 def host_overhead():
     """Per-call cost on a tiny input, where the kernel's own work is negligible."""
     logits = torch.randn(1, 16)
-    front_end = median_us(lambda: tsdi_ext.sample(logits, top_p=0.9), max_repeats=5000, budget_s=0.5)
+    front_end = median_us(
+        lambda: tsdi_ext.sample(logits, top_p=0.9), max_repeats=5000, budget_s=0.5
+    )
     args = row_args(logits, False, {"top_p": 0.9})
     raw = median_us(
-        lambda: torch.ops.tsdi_ext.sample.default(logits, None, None, args.tensors, args.floats, args.ints),
-        max_repeats=5000, budget_s=0.5,
+        lambda: torch.ops.tsdi_ext.sample.default(
+            logits, None, None, args.tensors, args.floats, args.ints
+        ),
+        max_repeats=5000,
+        budget_s=0.5,
     )
     return {"python_front_end_us": front_end, "raw_dispatcher_op_us": raw}
 
@@ -168,7 +200,9 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    labels = [f"{r['dist'][0]}/{r['dtype'][:4]}\nB{r['batch']} V{r['vocab'] // 1000}k" for r in rows]
+    labels = [
+        f"{r['dist'][0]}/{r['dtype'][:4]}\nB{r['batch']} V{r['vocab'] // 1000}k" for r in rows
+    ]
     x = range(len(rows))
     axes[0].bar(x, [r["speedup_vs_hf"] for r in rows], color="tab:blue")
     axes[0].axhline(50, color="red", ls="--", lw=1, label="target 50x (V=128256, B=8)")
@@ -180,59 +214,86 @@ def plot(rows, path):
     for ax in axes:
         ax.set_xticks(list(x), labels, fontsize=5, rotation=90)
         ax.legend(fontsize=7)
-    fig.suptitle("tsdi_ext fused CPU sampling (n = normal logits, p = peaked, r = real model logits)")
+    fig.suptitle(
+        "tsdi_ext fused CPU sampling (n = normal logits, p = peaked, r = real model logits)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 128256, 262144])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--dist", nargs="+", default=["normal", "peaked", "real"],
-                        help="normal: N(0, 1) logits; peaked: N(0, 4^2); real: next-token logits of "
-                             "SmolLM2 and Gemma-3 (see real_logits.py)")
+    parser.add_argument(
+        "--dist",
+        nargs="+",
+        default=["normal", "peaked", "real"],
+        help="normal: N(0, 1) logits; peaked: N(0, 4^2); real: next-token logits of "
+        "SmolLM2 and Gemma-3 (see real_logits.py)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "cpu_sampling.json")
     args = parser.parse_args(argv)
 
     machine = {
-        "cpu": cpu_model(), "logical_cores": torch.get_num_threads(), "torch": torch.__version__,
-        "tsdi_ext": tsdi_ext.__version__, "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "logical_cores": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "tsdi_ext": tsdi_ext.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "params": {"temperature": 0.8, "top_p": 0.9, "alpha": 1.0, "bias": "[V]"},
     }
     print(f"# {machine['cpu']} | {machine['logical_cores']} threads | torch {machine['torch']}")
-    header = (f"{'dist':7s} {'dtype':8s} {'B':>4s} {'V':>7s} {'fused us':>10s} {'ref us':>11s} "
-              f"{'hf us':>11s} {'softmax us':>10s} {'x ref':>7s} {'x hf':>7s} {'/softmax':>8s} {'(all)':>6s} "
-              f"{'GB/s':>6s}")
+    header = (
+        f"{'dist':7s} {'dtype':8s} {'B':>4s} {'V':>7s} {'fused us':>10s} {'ref us':>11s} "
+        f"{'hf us':>11s} {'softmax us':>10s} {'x ref':>7s} {'x hf':>7s} {'/softmax':>8s} {'(all)':>6s} "
+        f"{'GB/s':>6s}"
+    )
     print(header)
-    print("(/softmax: the least disturbed of 5 windows of alternating calls; (all): over every call)")
+    print(
+        "(/softmax: the least disturbed of 5 windows of alternating calls; (all): over every call)"
+    )
     rows = []
     for dist in args.dist:
         for dtype_name in args.dtype:
             dtype = getattr(torch, dtype_name)
             # Real rows: one model per vocabulary size (SmolLM2 49152, Gemma-3 262144).
-            sources = ([(name, None) for name in real_logits.MODELS] if dist == "real"
-                       else [(None, vocab) for vocab in args.vocab])
+            sources = (
+                [(name, None) for name in real_logits.MODELS]
+                if dist == "real"
+                else [(None, vocab) for vocab in args.vocab]
+            )
             for model_name, vocab in sources:
                 for batch in args.batch:
-                    logits = None if model_name is None else real_model_logits(model_name, batch, dtype)
+                    logits = (
+                        None if model_name is None else real_model_logits(model_name, batch, dtype)
+                    )
                     vocab = vocab if logits is None else logits.shape[1]
                     r = bench_shape(batch, vocab, dtype, dist, logits=logits)
                     if model_name is not None:
                         r["model"] = model_name
                     rows.append(r)
-                    print(f"{dist:7s} {r['dtype']:8s} {batch:4d} {vocab:7d} {r['fused_us']:10.1f} "
-                          f"{r['reference_us']:11.1f} {r['hf_us']:11.1f} {r['softmax_us']:10.1f} "
-                          f"{r['speedup_vs_reference']:7.1f} {r['speedup_vs_hf']:7.1f} "
-                          f"{r['fused_over_softmax']:8.2f} {r['fused_over_softmax_all_windows']:6.2f} "
-                          f"{r['fused_gbps']:6.2f}", flush=True)
+                    print(
+                        f"{dist:7s} {r['dtype']:8s} {batch:4d} {vocab:7d} {r['fused_us']:10.1f} "
+                        f"{r['reference_us']:11.1f} {r['hf_us']:11.1f} {r['softmax_us']:10.1f} "
+                        f"{r['speedup_vs_reference']:7.1f} {r['speedup_vs_hf']:7.1f} "
+                        f"{r['fused_over_softmax']:8.2f} {r['fused_over_softmax_all_windows']:6.2f} "
+                        f"{r['fused_gbps']:6.2f}",
+                        flush=True,
+                    )
     overhead = host_overhead()
-    print(f"host overhead per call (B=1, V=16): front end {overhead['python_front_end_us']:.2f} us, "
-          f"raw dispatcher op {overhead['raw_dispatcher_op_us']:.2f} us")
+    print(
+        f"host overhead per call (B=1, V=16): front end {overhead['python_front_end_us']:.2f} us, "
+        f"raw dispatcher op {overhead['raw_dispatcher_op_us']:.2f} us"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "host_overhead": overhead, "rows": rows}, indent=1))
+    args.out.write_text(
+        json.dumps({"machine": machine, "host_overhead": overhead, "rows": rows}, indent=1)
+    )
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

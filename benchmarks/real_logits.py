@@ -66,8 +66,14 @@ def capture(name: str) -> torch.Tensor:
         ids = tokenizer(text, return_tensors="pt").input_ids
         with torch.no_grad():
             out = model.generate(
-                ids, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=True, temperature=0.8,
-                top_p=0.9, output_logits=True, return_dict_in_generate=True,
+                ids,
+                max_new_tokens=STEPS,
+                min_new_tokens=STEPS,
+                do_sample=True,
+                temperature=0.8,
+                top_p=0.9,
+                output_logits=True,
+                return_dict_in_generate=True,
                 pad_token_id=tokenizer.eos_token_id,
             )
         rows.extend(step[0].float() for step in out.logits)
@@ -84,13 +90,18 @@ def load(name: str) -> torch.Tensor:
         logits = capture(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"logits": logits.contiguous()}, str(path), metadata={"model": name})
-        print(f"captured {tuple(logits.shape)} logits of {name} in {time.perf_counter() - start:.0f} s "
-              f"-> {path}", flush=True)
+        print(
+            f"captured {tuple(logits.shape)} logits of {name} in {time.perf_counter() - start:.0f} s "
+            f"-> {path}",
+            flush=True,
+        )
     return load_file(str(path))["logits"]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)} (default: all)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.models) - set(MODELS))
@@ -100,8 +111,10 @@ def main(argv=None) -> int:
         logits = load(name)
         probs = torch.softmax(logits, dim=-1)
         top = probs.max(dim=-1).values
-        print(f"{name}: {tuple(logits.shape)}, top-token probability median {top.median():.3f} "
-              f"(min {top.min():.3f}, max {top.max():.3f})")
+        print(
+            f"{name}: {tuple(logits.shape)}, top-token probability median {top.median():.3f} "
+            f"(min {top.min():.3f}, max {top.max():.3f})"
+        )
     return 0
 
 

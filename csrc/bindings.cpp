@@ -30,13 +30,15 @@ TORCH_LIBRARY(tsdi_ext, m) {
 
 namespace {
 
-std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
+std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter,
+                                      std::array<uint32_t, 2> key) {
   tsdi::Philox4x32 ctr{{counter[0], counter[1], counter[2], counter[3]}};
   const tsdi::Philox4x32 out = tsdi::philox4x32_10(ctr, key[0], key[1]);
   return {out.v[0], out.v[1], out.v[2], out.v[3]};
 }
 
-// [(name, "float" | "int")] of TSDI_ROW_PARAMS: the Python front end checks its own list against it.
+// [(name, "float" | "int")] of TSDI_ROW_PARAMS: the Python front end checks its own list against
+// it.
 std::vector<std::pair<std::string, std::string>> row_params() {
   std::vector<std::pair<std::string, std::string>> params;
 #define TSDI_LIST_ROW_PARAM(name, type, default_value) \

@@ -88,9 +88,9 @@ struct RowParamCounts {
 inline const RowParamCounts& row_param_counts() {
   static const RowParamCounts counts = [] {
     RowParamCounts c;
-#define TSDI_COUNT_ROW_PARAM(name, type, default_value)                    \
-  ++c.tensors;                                                             \
-  (std::is_same<type, float>::value ? c.floats : c.ints) += 1;             \
+#define TSDI_COUNT_ROW_PARAM(name, type, default_value)        \
+  ++c.tensors;                                                 \
+  (std::is_same<type, float>::value ? c.floats : c.ints) += 1; \
   c.names += (c.names.empty() ? "" : ", ") + std::string(#name);
     TSDI_ROW_PARAMS(TSDI_COUNT_ROW_PARAM)
 #undef TSDI_COUNT_ROW_PARAM
@@ -102,8 +102,7 @@ inline const RowParamCounts& row_param_counts() {
 }  // namespace detail
 
 // Checks the per-row arguments against TSDI_ROW_PARAMS and copies them into `p`.
-inline void fill_row_args(tsdi::SamplingParams& p, const at::Tensor& logits,
-                          const RowArgs& args) {
+inline void fill_row_args(tsdi::SamplingParams& p, const at::Tensor& logits, const RowArgs& args) {
   const detail::RowParamCounts& counts = detail::row_param_counts();
   TORCH_CHECK_VALUE(args.tensors.size() == counts.tensors && args.floats.size() == counts.floats &&
                         args.ints.size() == counts.ints,
@@ -190,8 +189,7 @@ struct SampleCall {
   at::Tensor valid;
 };
 
-inline SampleCall prepare_sample(const at::Tensor& logits_in,
-                                 const std::optional<at::Tensor>& bias,
+inline SampleCall prepare_sample(const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
                                  const std::optional<at::Tensor>& positions,
                                  const RowArgs& row_args) {
   SampleCall call;

@@ -37,9 +37,8 @@ void for_each_row_range(const tsdi::SamplingParams& p, RowsFn rows_fn) {
     if (p.batch > 0) rows_fn(p, 0, p.batch, thread_workspace());
     return;
   }
-  at::parallel_for(0, p.batch, grain, [&](int64_t begin, int64_t end) {
-    rows_fn(p, begin, end, thread_workspace());
-  });
+  at::parallel_for(0, p.batch, grain,
+                   [&](int64_t begin, int64_t end) { rows_fn(p, begin, end, thread_workspace()); });
 }
 
 std::tuple<at::Tensor, at::Tensor> sample_cpu(const at::Tensor& logits,

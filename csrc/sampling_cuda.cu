@@ -23,16 +23,20 @@ int64_t check_device_and_shape(const at::Tensor& logits) {
   if (major < 9) {
     cudaDeviceProp props;
     C10_CUDA_CHECK(cudaGetDeviceProperties(&props, device));
-    TORCH_CHECK(false, "tsdi_ext: the CUDA sampling kernel needs a Hopper GPU (sm_90) or newer (it "
-                "uses thread-block clusters); this is ", props.name, " (sm_", props.major,
-                props.minor, "). Use backend='torch' on this device.");
+    TORCH_CHECK(false,
+                "tsdi_ext: the CUDA sampling kernel needs a Hopper GPU (sm_90) or newer (it "
+                "uses thread-block clusters); this is ",
+                props.name, " (sm_", props.major, props.minor,
+                "). Use backend='torch' on this device.");
   }
   int64_t smem_budget = 0;
   C10_CUDA_CHECK(tsdi::cuda::slice_smem_budget(device, smem_budget));
   const int64_t max_vocab = tsdi::cuda::max_vocab(smem_budget);
-  TORCH_CHECK_VALUE(logits.size(1) <= max_vocab, "tsdi_ext: the CUDA kernel handles V <= ",
-                    max_vocab, " on this GPU, got ", logits.size(1));
-  TORCH_CHECK_VALUE(logits.size(0) <= 65535, "tsdi_ext: the CUDA kernel handles B <= 65535 rows per call");
+  TORCH_CHECK_VALUE(logits.size(1) <= max_vocab,
+                    "tsdi_ext: the CUDA kernel handles V <= ", max_vocab, " on this GPU, got ",
+                    logits.size(1));
+  TORCH_CHECK_VALUE(logits.size(0) <= 65535,
+                    "tsdi_ext: the CUDA kernel handles B <= 65535 rows per call");
   return smem_budget;
 }
 
@@ -41,16 +45,23 @@ void launch(const at::Tensor& logits, const tsdi::SamplingParams& p, int64_t sme
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(logits.device().index()).stream();
   cudaError_t err = cudaSuccess;
   switch (logits.scalar_type()) {
-    case at::kFloat: err = tsdi::cuda::launch_sampling<float, kProbs>(p, smem_budget, stream); break;
-    case at::kHalf: err = tsdi::cuda::launch_sampling<__half, kProbs>(p, smem_budget, stream); break;
-    case at::kBFloat16: err = tsdi::cuda::launch_sampling<__nv_bfloat16, kProbs>(p, smem_budget, stream); break;
+    case at::kFloat:
+      err = tsdi::cuda::launch_sampling<float, kProbs>(p, smem_budget, stream);
+      break;
+    case at::kHalf:
+      err = tsdi::cuda::launch_sampling<__half, kProbs>(p, smem_budget, stream);
+      break;
+    case at::kBFloat16:
+      err = tsdi::cuda::launch_sampling<__nv_bfloat16, kProbs>(p, smem_budget, stream);
+      break;
     default: TORCH_CHECK(false, "tsdi_ext: unsupported logits dtype ", logits.scalar_type());
   }
   if (err != cudaSuccess) {
     (void)cudaGetLastError();  // clear the sticky error so the next torch kernel does not report it
   }
-  TORCH_CHECK(err == cudaSuccess, "tsdi_ext: CUDA sampling kernel launch failed: ",
-              cudaGetErrorString(err), " (B=", p.batch, ", V=", p.vocab, ")");
+  TORCH_CHECK(err == cudaSuccess,
+              "tsdi_ext: CUDA sampling kernel launch failed: ", cudaGetErrorString(err),
+              " (B=", p.batch, ", V=", p.vocab, ")");
 }
 
 std::tuple<at::Tensor, at::Tensor> sample_cuda(const at::Tensor& logits,

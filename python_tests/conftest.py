@@ -24,7 +24,9 @@ FUSED_DEVICES = [
         id="cuda",
         marks=[
             pytest.mark.cuda,
-            pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device or tsdi_ext built without CUDA"),
+            pytest.mark.skipif(
+                not HAS_CUDA, reason="no CUDA device or tsdi_ext built without CUDA"
+            ),
         ],
     ),
 ]
@@ -49,6 +51,7 @@ def tokenizer():
 
 from sweep_data import BOOST, RESCORE_CONFIGS, SETS, starts_with_sorry  # noqa: E402
 
+
 @pytest.fixture(scope="module")
 def tiny_pair(tokenizer):
     """Reference and aligned share weights; the aligned one adds BOOST to the "sorry" logit."""
@@ -58,6 +61,7 @@ def tiny_pair(tokenizer):
     prefer_token(aligned, tokenizer.convert_tokens_to_ids("sorry"), BOOST)
     return {"reference": (reference, tokenizer), "aligned": (aligned, tokenizer)}
 
+
 @pytest.fixture(scope="module")
 def sorry_bias(tokenizer, tiny_pair):
     """[2, V]: +BOOST on "sorry" at response position 0, zero elsewhere (row 1 included)."""
@@ -66,17 +70,28 @@ def sorry_bias(tokenizer, tiny_pair):
     bias[0, tokenizer.convert_tokens_to_ids("sorry")] = BOOST
     return bias
 
+
 @pytest.fixture(scope="module")
 def sweep_source(tmp_path_factory, tiny_pair, sorry_bias):
     """A pristine sweep directory (responses.jsonl, sweep.csv, sweep.json) and its rows; tests copy it."""
     from tsdi_ext.eval import run_sweep, write_table
 
     directory = tmp_path_factory.mktemp("sweep_source")
-    rows = run_sweep(tiny_pair, sorry_bias, RESCORE_CONFIGS, SETS, scorer=starts_with_sorry, max_new_tokens=2,
-                     batch_size=3, progress=False, responses_path=directory / "responses.jsonl",
-                     fluency=tiny_pair["reference"])
+    rows = run_sweep(
+        tiny_pair,
+        sorry_bias,
+        RESCORE_CONFIGS,
+        SETS,
+        scorer=starts_with_sorry,
+        max_new_tokens=2,
+        batch_size=3,
+        progress=False,
+        responses_path=directory / "responses.jsonl",
+        fluency=tiny_pair["reference"],
+    )
     write_table(rows, directory)
     return directory, rows
+
 
 @pytest.fixture
 def sweep_dir(tmp_path, sweep_source):

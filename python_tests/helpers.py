@@ -69,10 +69,14 @@ def require_prompt_set_packages():
     ``pyyaml`` for garak's metadata). ``make test`` and CI install them (requirements-data.txt);
     a GPU machine that cannot fetch them skips these CPU-only tests.
     """
-    missing = [name for name in ("yaml", "pyrit", "garak") if importlib.util.find_spec(name) is None]
+    missing = [
+        name for name in ("yaml", "pyrit", "garak") if importlib.util.find_spec(name) is None
+    ]
     if missing:
-        pytest.skip(f"prompt-set packages not installed: {', '.join(missing)} "
-                    "(pip install pyyaml && pip install --no-deps -r requirements-data.txt)")
+        pytest.skip(
+            f"prompt-set packages not installed: {', '.join(missing)} "
+            "(pip install pyyaml && pip install --no-deps -r requirements-data.txt)"
+        )
 
 
 def raw_row_args(**given):

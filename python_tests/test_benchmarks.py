@@ -12,15 +12,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench_cuda():
-    spec = importlib.util.spec_from_file_location("bench_cuda", ROOT / "benchmarks" / "bench_cuda.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_cuda", ROOT / "benchmarks" / "bench_cuda.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # imports torch and transformers only: no GPU needed
     return module
 
 
 def _row(batch, fused_us, torch_us, floor_us, dtype="float32", vocab=128256):
-    return {"dtype": dtype, "batch": batch, "vocab": vocab, "fused_us": fused_us, "torch_us": torch_us,
-            "hf_us": 0.0, "floor_us": floor_us, "fused_gbps": 0.0}
+    return {
+        "dtype": dtype,
+        "batch": batch,
+        "vocab": vocab,
+        "fused_us": fused_us,
+        "torch_us": torch_us,
+        "hf_us": 0.0,
+        "floor_us": floor_us,
+        "fused_gbps": 0.0,
+    }
 
 
 def test_memory_floor_counts_the_copy_rate_as_read_plus_write(bench_cuda):
@@ -30,14 +40,20 @@ def test_memory_floor_counts_the_copy_rate_as_read_plus_write(bench_cuda):
 
 
 def test_targets_met(bench_cuda):
-    rows = [_row(256, fused_us=60.0, torch_us=900.0, floor_us=31.0), _row(64, fused_us=20.0, torch_us=400.0, floor_us=8.0)]
+    rows = [
+        _row(256, fused_us=60.0, torch_us=900.0, floor_us=31.0),
+        _row(64, fused_us=20.0, torch_us=400.0, floor_us=8.0),
+    ]
     verdicts = bench_cuda.targets(rows, {"float32/128256": 9.9})
     assert [met for _, _, met in verdicts] == [True, True, True]
     assert [measured for _, measured, _ in verdicts] == ["1.94x", "9.90 us", "20.0x"]
 
 
 def test_targets_not_met(bench_cuda):
-    rows = [_row(256, fused_us=63.0, torch_us=900.0, floor_us=31.0), _row(64, fused_us=20.0, torch_us=399.0, floor_us=8.0)]
+    rows = [
+        _row(256, fused_us=63.0, torch_us=900.0, floor_us=31.0),
+        _row(64, fused_us=20.0, torch_us=399.0, floor_us=8.0),
+    ]
     verdicts = bench_cuda.targets(rows, {"float32/128256": 10.0})
     assert [met for _, _, met in verdicts] == [False, False, False]
 
@@ -51,5 +67,7 @@ def test_targets_not_measured(bench_cuda):
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "tools").glob("*.sh")))
 def test_tools_script_parses(script):
-    result = subprocess.run(["bash", "-n", str(ROOT / "tools" / script)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", "-n", str(ROOT / "tools" / script)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr

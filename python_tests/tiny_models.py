@@ -3,7 +3,13 @@ memory: TSDI's pipeline tests need no model files."""
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<user>", "<assistant>"]
 WORDS = (
@@ -22,7 +28,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
         additional_special_tokens=["<user>", "<assistant>"],
     )
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -33,9 +42,16 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_llama(seed: int = 0, vocab_size: int | None = None) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size or len(SPECIAL) + len(WORDS), hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=vocab_size or len(SPECIAL) + len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     return LlamaForCausalLM(config).eval()
 
@@ -43,8 +59,14 @@ def tiny_llama(seed: int = 0, vocab_size: int | None = None) -> LlamaForCausalLM
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(SPECIAL) + len(WORDS), n_embd=32, n_layer=2, n_head=4, n_positions=256,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=len(SPECIAL) + len(WORDS),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     return GPT2LMHeadModel(config).eval()
 

@@ -39,7 +39,11 @@ import torch
 from ._version import __version__
 
 __all__ = [
-    "BiasTable", "BiasFileError", "estimate_bias", "tokenizer_hash", "EstimationSettings",
+    "BiasTable",
+    "BiasFileError",
+    "estimate_bias",
+    "tokenizer_hash",
+    "EstimationSettings",
     "format_inspection",
 ]
 
@@ -91,13 +95,15 @@ class BiasTable:
         from safetensors.torch import save_file
 
         metadata = {"format": _FORMAT, "tsdi_ext_version": __version__}
-        metadata.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in self.metadata.items()})
+        metadata.update(
+            {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.metadata.items()}
+        )
         metadata["vocab_size"] = str(self.vocab_size)
         metadata["length"] = str(self.length)
         save_file({"bias": self.bias}, str(path), metadata=metadata)
 
     @classmethod
-    def load(cls, path: str | Path, *, tokenizer=None, vocab_size: int | None = None) -> "BiasTable":
+    def load(cls, path: str | Path, *, tokenizer=None, vocab_size: int | None = None) -> BiasTable:
         """Reads a bias file; with ``tokenizer`` / ``vocab_size``, also checks that it fits them.
 
         Raises
@@ -119,15 +125,21 @@ class BiasTable:
         except BiasFileError:
             raise
         except Exception as error:  # safetensors raises its own error types for corrupt files
-            raise BiasFileError(f"tsdi_ext: {path} is not a readable bias file ({error})") from error
+            raise BiasFileError(
+                f"tsdi_ext: {path} is not a readable bias file ({error})"
+            ) from error
         if raw_metadata.get("format") != _FORMAT:
             raise BiasFileError(
                 f"tsdi_ext: {path} is not a tsdi_ext bias file (format {raw_metadata.get('format')!r})"
             )
         if bias.dim() != 2 or bias.dtype != torch.float32:
-            raise BiasFileError(f"tsdi_ext: {path}: bias must be [L, V] float32, got {tuple(bias.shape)} {bias.dtype}")
+            raise BiasFileError(
+                f"tsdi_ext: {path}: bias must be [L, V] float32, got {tuple(bias.shape)} {bias.dtype}"
+            )
         if str(bias.shape[1]) != raw_metadata.get("vocab_size"):
-            raise BiasFileError(f"tsdi_ext: {path}: metadata and tensor disagree on the vocabulary size")
+            raise BiasFileError(
+                f"tsdi_ext: {path}: metadata and tensor disagree on the vocabulary size"
+            )
         metadata = {}
         for key, value in raw_metadata.items():
             try:
@@ -138,7 +150,9 @@ class BiasTable:
         table.check_compatible(tokenizer=tokenizer, vocab_size=vocab_size, source=str(path))
         return table
 
-    def check_compatible(self, *, tokenizer=None, vocab_size: int | None = None, source: str = "bias table"):
+    def check_compatible(
+        self, *, tokenizer=None, vocab_size: int | None = None, source: str = "bias table"
+    ):
         """Raises BiasFileError if the table was estimated for another vocabulary."""
         if vocab_size is not None and vocab_size != self.vocab_size:
             raise BiasFileError(
@@ -160,12 +174,18 @@ class BiasTable:
         """The ``top`` tokens pushed down (largest bias) and up (smallest) at each of the first
         ``positions`` positions: ``[{"position", "pushed_down", "pushed_up"}]``, each list of
         ``{"token", "id", "bias"}`` (what ``tsdi inspect`` prints)."""
+
         def tokens(ids, values):
-            return [{"token": tokenizer.decode([i]), "id": i, "bias": v} for i, v in zip(ids, values)]
+            return [
+                {"token": tokenizer.decode([i]), "id": i, "bias": v} for i, v in zip(ids, values)
+            ]
 
         return [
-            {"position": t, "pushed_down": tokens(*self.top_tokens(t, top, largest=True)),
-             "pushed_up": tokens(*self.top_tokens(t, top, largest=False))}
+            {
+                "position": t,
+                "pushed_down": tokens(*self.top_tokens(t, top, largest=True)),
+                "pushed_up": tokens(*self.top_tokens(t, top, largest=False)),
+            }
             for t in range(min(positions, self.length))
         ]
 
@@ -208,9 +228,14 @@ def _token_pool(tokenizer, pool: str, vocab_size: int) -> torch.Tensor:
     else:
         path = DEFAULT_CORPUS if pool == "corpus" else Path(pool)
         if not path.is_file():
-            raise ValueError(f"tsdi_ext: token pool {pool!r} is neither 'corpus', 'vocab' nor a text file")
-        ids = [i for i in tokenizer(path.read_text(), add_special_tokens=False)["input_ids"]
-               if i not in special and i < vocab_size]
+            raise ValueError(
+                f"tsdi_ext: token pool {pool!r} is neither 'corpus', 'vocab' nor a text file"
+            )
+        ids = [
+            i
+            for i in tokenizer(path.read_text(), add_special_tokens=False)["input_ids"]
+            if i not in special and i < vocab_size
+        ]
     if not ids:
         raise ValueError(f"tsdi_ext: the token pool {pool!r} is empty for this tokenizer")
     return torch.tensor(ids, dtype=torch.int64)
@@ -233,8 +258,15 @@ def _template_parts(tokenizer, chat_template: bool) -> tuple[list[int], list[int
 
 
 def random_prompt_sequences(
-    tokenizer, vocab_size: int, *, num_prompts: int, prompt_length: int, length: int, pool: str,
-    chat_template: bool, seed: int,
+    tokenizer,
+    vocab_size: int,
+    *,
+    num_prompts: int,
+    prompt_length: int,
+    length: int,
+    pool: str,
+    chat_template: bool,
+    seed: int,
 ) -> tuple[torch.Tensor, int]:
     """The estimation inputs: ``[N, S]`` int64 sequences (template, random prompt, generation
     prompt, ``length - 1`` random response tokens) and the index of the first response token.
@@ -242,8 +274,12 @@ def random_prompt_sequences(
     token_pool = _token_pool(tokenizer, pool, vocab_size)
     before, after = _template_parts(tokenizer, chat_template)
     generator = torch.Generator().manual_seed(seed)
-    prompts = token_pool[torch.randint(len(token_pool), (num_prompts, prompt_length), generator=generator)]
-    responses = token_pool[torch.randint(len(token_pool), (num_prompts, length - 1), generator=generator)]
+    prompts = token_pool[
+        torch.randint(len(token_pool), (num_prompts, prompt_length), generator=generator)
+    ]
+    responses = token_pool[
+        torch.randint(len(token_pool), (num_prompts, length - 1), generator=generator)
+    ]
     sequences = torch.cat(
         [
             torch.tensor(before, dtype=torch.int64).expand(num_prompts, -1),
@@ -256,10 +292,14 @@ def random_prompt_sequences(
     return sequences, len(before) + prompt_length + len(after)
 
 
-def _next_token_scores(model, ids: torch.Tensor, start: int, length: int, score: str) -> torch.Tensor:
+def _next_token_scores(
+    model, ids: torch.Tensor, start: int, length: int, score: str
+) -> torch.Tensor:
     """``[b, length, V]`` float32 log-probabilities (or probabilities) at the response positions."""
     logits = model(input_ids=ids.to(model.device)).logits[:, start - 1 : start - 1 + length].float()
-    return torch.log_softmax(logits, dim=-1) if score == "logprob" else torch.softmax(logits, dim=-1)
+    return (
+        torch.log_softmax(logits, dim=-1) if score == "logprob" else torch.softmax(logits, dim=-1)
+    )
 
 
 @torch.inference_mode()
@@ -313,8 +353,14 @@ def estimate_bias(
         raise ValueError("tsdi_ext: the aligned and reference models have different vocabularies")
 
     sequences, response_start = random_prompt_sequences(
-        tokenizer, vocab_size, num_prompts=num_prompts, prompt_length=prompt_length, length=length,
-        pool=pool, chat_template=chat_template, seed=seed,
+        tokenizer,
+        vocab_size,
+        num_prompts=num_prompts,
+        prompt_length=prompt_length,
+        length=length,
+        pool=pool,
+        chat_template=chat_template,
+        seed=seed,
     )
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -333,7 +379,9 @@ def estimate_bias(
         ids = sequences[mine[start : start + batch_size]]
         aligned_scores = _next_token_scores(aligned, ids, response_start, length, score)
         if reference is not None:
-            difference = aligned_scores - _next_token_scores(reference, ids, response_start, length, score)
+            difference = aligned_scores - _next_token_scores(
+                reference, ids, response_start, length, score
+            )
         else:
             difference = aligned_scores - aligned_scores.mean(dim=-1, keepdim=True)
         totals += difference.double().sum(dim=0).cpu()
@@ -345,11 +393,15 @@ def estimate_bias(
         torch.distributed.all_reduce(packed)
         totals, count = packed[:-1].reshape(length, vocab_size).cpu(), packed[-1].cpu()
 
-    settings = EstimationSettings(num_prompts, prompt_length, length, batch_size, str(pool), chat_template, score, seed)
+    settings = EstimationSettings(
+        num_prompts, prompt_length, length, batch_size, str(pool), chat_template, score, seed
+    )
     metadata = {
         "aligned_model": aligned_name or aligned.name_or_path,
         "reference_model": (
-            "none (reference-free)" if reference is None else reference_name or reference.name_or_path
+            "none (reference-free)"
+            if reference is None
+            else reference_name or reference.name_or_path
         ),
         "variant": "reference-free" if reference is None else "aligned-minus-reference",
         "tokenizer_hash": tokenizer_hash(tokenizer),
@@ -360,5 +412,7 @@ def estimate_bias(
     if reference is None:
         bias = bias.clamp(min=0.0)
     if not math.isfinite(float(bias.abs().max())):
-        raise RuntimeError("tsdi_ext: the estimated bias is not finite (a model produced -inf log-probabilities?)")
+        raise RuntimeError(
+            "tsdi_ext: the estimated bias is not finite (a model produced -inf log-probabilities?)"
+        )
     return BiasTable(bias, metadata)

@@ -8,8 +8,8 @@ synchronisation per token is the stop check (and the streaming callback, when on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -99,7 +99,10 @@ def decode(
     batch = input_ids.shape[0]
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     outputs = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
     )
     logits = outputs.logits[:, -1].float()
     cache = outputs.past_key_values
@@ -118,8 +121,15 @@ def decode(
             logits = logits_hook(ids_so_far, logits)
         positions = torch.full((batch,), step, dtype=torch.int64, device=device)
         tokens, valid = sample(
-            logits, bias=table, positions=positions if table is not None else None, alpha=alpha,
-            temperature=temperature, top_p=top_p, seed=seeds, offset=step, backend=backend,
+            logits,
+            bias=table,
+            positions=positions if table is not None else None,
+            alpha=alpha,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seeds,
+            offset=step,
+            backend=backend,
         )
         tokens = torch.where(finished, torch.full_like(tokens, pad_token_id), tokens)
         lengths += (~finished).long()
@@ -136,8 +146,11 @@ def decode(
             break
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
         outputs = model(
-            input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_position,
-            past_key_values=cache, use_cache=True,
+            input_ids=tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            past_key_values=cache,
+            use_cache=True,
         )
         next_position = next_position + 1
         logits = outputs.logits[:, -1].float()
@@ -150,7 +163,9 @@ def prepare_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = 
     """Left-padded ``(input_ids, attention_mask)`` for text prompts, through the chat template."""
     if chat_template and getattr(tokenizer, "chat_template", None):
         texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
             for p in prompts
         ]
         add_special_tokens = False  # the template already holds them
@@ -159,7 +174,9 @@ def prepare_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = 
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+        encoded = tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
+        )
     finally:
         tokenizer.padding_side = side
     return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
@@ -209,7 +226,9 @@ def generate(
     if isinstance(bias, BiasTable):
         bias.check_compatible(tokenizer=tokenizer)
     device = next(model.parameters()).device
-    input_ids, attention_mask = prepare_prompts(tokenizer, prompts, chat_template=chat_template, device=device)
+    input_ids, attention_mask = prepare_prompts(
+        tokenizer, prompts, chat_template=chat_template, device=device
+    )
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
 
@@ -224,9 +243,19 @@ def generate(
                     done[row] = token in eos
 
     result = decode(
-        model, input_ids, attention_mask, bias=bias, alpha=alpha, temperature=temperature,
-        top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, eos_token_ids=eos,
-        pad_token_id=pad, on_tokens=on_tokens, backend=backend,
+        model,
+        input_ids,
+        attention_mask,
+        bias=bias,
+        alpha=alpha,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        eos_token_ids=eos,
+        pad_token_id=pad,
+        on_tokens=on_tokens,
+        backend=backend,
     )
     result.texts = [
         tokenizer.decode(row[:length], skip_special_tokens=True).strip()

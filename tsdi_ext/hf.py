@@ -73,25 +73,43 @@ def tsdi_generate(
         attention_mask = torch.ones_like(input_ids)
     # The fused step does temperature and top-p itself; the other processors run before it.
     others = LogitsProcessorList(
-        p for p in (logits_processor or []) if not isinstance(p, (TemperatureLogitsWarper, TopPLogitsWarper))
+        p
+        for p in (logits_processor or [])
+        if not isinstance(p, (TemperatureLogitsWarper, TopPLogitsWarper))
     )
     eos = generation_config.eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos or [])
     pad = generation_config.pad_token_id
     pad = int(pad) if pad is not None else (eos[0] if eos else 0)
-    max_new = generation_config.max_new_tokens or (generation_config.max_length - input_ids.shape[1])
+    max_new = generation_config.max_new_tokens or (
+        generation_config.max_length - input_ids.shape[1]
+    )
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
     def stop_hook(ids, scores):
-        return stopping_criteria(ids, scores) if stopping_criteria else torch.zeros_like(ids[:, 0], dtype=torch.bool)
+        return (
+            stopping_criteria(ids, scores)
+            if stopping_criteria
+            else torch.zeros_like(ids[:, 0], dtype=torch.bool)
+        )
 
     result = decode(
-        model, input_ids, attention_mask, bias=tsdi_bias, alpha=tsdi_alpha,
-        temperature=float(generation_config.temperature or 1.0) if generation_config.do_sample else 0.0,
+        model,
+        input_ids,
+        attention_mask,
+        bias=tsdi_bias,
+        alpha=tsdi_alpha,
+        temperature=float(generation_config.temperature or 1.0)
+        if generation_config.do_sample
+        else 0.0,
         top_p=float(generation_config.top_p if generation_config.top_p is not None else 1.0),
-        max_new_tokens=max_new, seed=tsdi_seed, eos_token_ids=eos, pad_token_id=pad,
-        logits_hook=others if len(others) else None, stop_hook=stop_hook,
+        max_new_tokens=max_new,
+        seed=tsdi_seed,
+        eos_token_ids=eos,
+        pad_token_id=pad,
+        logits_hook=others if len(others) else None,
+        stop_hook=stop_hook,
         on_tokens=streamer.put if streamer is not None else None,
     )
     if streamer is not None:

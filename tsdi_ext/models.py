@@ -48,7 +48,9 @@ def load_gguf(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    )
     return model, tokenizer
 
 
@@ -83,7 +85,9 @@ def resolve(name_or_path: str) -> str:
     return str(_smollm2_directory()) if name_or_path == SMOLLM2 else name_or_path
 
 
-def load_model(name_or_path: str = SMOLLM2, *, device: str | torch.device = "cpu", dtype=torch.float32):
+def load_model(
+    name_or_path: str = SMOLLM2, *, device: str | torch.device = "cpu", dtype=torch.float32
+):
     """Loads ``(model, tokenizer)`` for evaluation, with a left-padding tokenizer.
 
     Parameters

@@ -103,7 +103,7 @@ Outputs execute(const Call& c, Run run) {
   std::vector<uint16_t> narrow(laid_out.size());
   for (size_t i = 0; i < laid_out.size(); ++i) {
     narrow[i] = c.dtype == LogitsDType::kFloat16 ? to_half_bits(laid_out[i])
-                                                   : to_bfloat16_bits(laid_out[i]);
+                                                 : to_bfloat16_bits(laid_out[i]);
   }
   Device<float> logits32(c.dtype == LogitsDType::kFloat32 ? laid_out : std::vector<float>());
   Device<uint16_t> logits16(c.dtype == LogitsDType::kFloat32 ? std::vector<uint16_t>() : narrow);
@@ -117,8 +117,9 @@ Outputs execute(const Call& c, Run run) {
   Device<float> probs(std::vector<float>(c.batch * c.vocab, NAN));
 
   tsdi::SamplingParams p;
-  p.logits = c.dtype == LogitsDType::kFloat32 ? static_cast<const void*>(logits32.get() + c.element_offset)
-                                                : static_cast<const void*>(logits16.get() + c.element_offset);
+  p.logits = c.dtype == LogitsDType::kFloat32
+                 ? static_cast<const void*>(logits32.get() + c.element_offset)
+                 : static_cast<const void*>(logits16.get() + c.element_offset);
   p.batch = c.batch;
   p.vocab = c.vocab;
   p.logits_row_stride = stride;
@@ -150,9 +151,11 @@ int run_cuda(LogitsDType dtype, const tsdi::SamplingParams& p, bool probs) {
   namespace k = tsdi::cuda;
   switch (dtype) {
     case LogitsDType::kFloat32:
-      return probs ? k::launch_sampling<float, true>(p, nullptr) : k::launch_sampling<float, false>(p, nullptr);
+      return probs ? k::launch_sampling<float, true>(p, nullptr)
+                   : k::launch_sampling<float, false>(p, nullptr);
     case LogitsDType::kFloat16:
-      return probs ? k::launch_sampling<__half, true>(p, nullptr) : k::launch_sampling<__half, false>(p, nullptr);
+      return probs ? k::launch_sampling<__half, true>(p, nullptr)
+                   : k::launch_sampling<__half, false>(p, nullptr);
     case LogitsDType::kBFloat16:
       return probs ? k::launch_sampling<__nv_bfloat16, true>(p, nullptr)
                    : k::launch_sampling<__nv_bfloat16, false>(p, nullptr);
@@ -161,7 +164,8 @@ int run_cuda(LogitsDType dtype, const tsdi::SamplingParams& p, bool probs) {
 }
 
 Outputs cuda_outputs(const Call& c) {
-  return execute(c, [&](const tsdi::SamplingParams& p, bool probs) { return run_cuda(c.dtype, p, probs); });
+  return execute(
+      c, [&](const tsdi::SamplingParams& p, bool probs) { return run_cuda(c.dtype, p, probs); });
 }
 
 Outputs cpu_outputs(const Call& c) {
@@ -201,8 +205,8 @@ bool exact_probs() {
 // for further checks.
 Outputs check_against(const Call& c, const Outputs& cpu) {
   // The name first, so that an abort (simt reports deadlocks and faults that way) names its case.
-  std::printf("  %-44s B=%-4lld V=%-7lld cluster %2d", c.name.c_str(), static_cast<long long>(c.batch),
-              static_cast<long long>(c.vocab), cluster_for(c));
+  std::printf("  %-44s B=%-4lld V=%-7lld cluster %2d", c.name.c_str(),
+              static_cast<long long>(c.batch), static_cast<long long>(c.vocab), cluster_for(c));
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
   const Outputs cuda = cuda_outputs(c);
@@ -242,8 +246,10 @@ Outputs check_against(const Call& c, const Outputs& cpu) {
   }
   expect(out_of_range == 0, where + "tokens in [0, V)");
   expect(valid_mismatches == 0, where + "valid flags equal the CPU's");
-  expect(token_mismatches == 0, where + std::to_string(token_mismatches) + " tokens differ from the CPU's");
-  expect(prob_rows_off == 0, where + std::to_string(prob_rows_off) + " probability rows differ from the CPU's");
+  expect(token_mismatches == 0,
+         where + std::to_string(token_mismatches) + " tokens differ from the CPU's");
+  expect(prob_rows_off == 0,
+         where + std::to_string(prob_rows_off) + " probability rows differ from the CPU's");
   std::printf("  %6.2f s\n", seconds);
   return cuda;
 }
@@ -320,7 +326,8 @@ std::vector<Call> agreement_cases() {
   {  // ties at the maximum: greedy takes the first; sampling keeps every tie in the nucleus
     Call c = basic("f32 V=5000 ties", LogitsDType::kFloat32, 4, 5000, 1.0f, gen);
     for (int64_t b = 0; b < 4; ++b) {
-      for (int64_t i = 0; i < 5000; ++i) c.logits[b * 5000 + i] = static_cast<float>((i * 7 + b) % 5);
+      for (int64_t i = 0; i < 5000; ++i)
+        c.logits[b * 5000 + i] = static_cast<float>((i * 7 + b) % 5);
     }
     c.temperature = {0.0f, 1.0f, 0.5f, 0.0f};
     c.top_p = {0.5f, 0.5f, 0.25f, 1.0f};
@@ -374,16 +381,20 @@ std::vector<Call> agreement_cases() {
 // misalignment, logit scale, masked (-inf) entries, scalar or per-row parameters, bias modes.
 std::vector<Call> fuzz_cases(int count) {
   std::mt19937 gen(29);
-  auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(gen); };
+  auto uniform = [&](double lo, double hi) {
+    return std::uniform_real_distribution<double>(lo, hi)(gen);
+  };
   auto pick = [&](int n) { return static_cast<int>(gen() % static_cast<unsigned>(n)); };
   const int64_t batches[] = {1, 2, 5, 16, 17, 40, 64, 65, 130};
   std::vector<Call> calls;
   for (int k = 0; k < count; ++k) {
-    const int64_t vocab = std::max<int64_t>(1, static_cast<int64_t>(std::exp(uniform(0.0, std::log(131072.0)))));
+    const int64_t vocab =
+        std::max<int64_t>(1, static_cast<int64_t>(std::exp(uniform(0.0, std::log(131072.0)))));
     int64_t batch = batches[pick(9)];
     if (vocab > 20000) batch = std::min<int64_t>(batch, 17);
     const LogitsDType dtype = static_cast<LogitsDType>(pick(3));
-    Call c = basic("fuzz " + std::to_string(k), dtype, batch, vocab, static_cast<float>(uniform(0.1, 8.0)), gen);
+    Call c = basic("fuzz " + std::to_string(k), dtype, batch, vocab,
+                   static_cast<float>(uniform(0.1, 8.0)), gen);
     c.row_stride = vocab + pick(10);
     c.element_offset = pick(8);
     for (float& x : c.logits) {
@@ -428,8 +439,8 @@ void barriers_per_row() {
   Call c = basic("f32 V=128256 B=1", LogitsDType::kFloat32, 1, 128256, 2.0f, gen);
   const int ranks = cluster_for(c);
   std::printf("synchronisation per row, B=1, V=128256 (cluster %d):\n", ranks);
-  const std::pair<const char*, float> settings[] = {{"top_p=0.9", 0.9f}, {"top_p=0.5", 0.5f},
-                                                    {"top_p=1", 1.0f}};
+  const std::pair<const char*, float> settings[] = {
+      {"top_p=0.9", 0.9f}, {"top_p=0.5", 0.5f}, {"top_p=1", 1.0f}};
   for (const auto& [label, top_p] : settings) {
     c.top_p_value = top_p;
     simt::LaunchStats st;  // of the token launch (execute also asks for probabilities)
@@ -439,11 +450,13 @@ void barriers_per_row() {
       return err;
     });
     expect(out.sample_error == 0, std::string(label) + ": B=1 launch");
-    std::printf("  %-10s %lld cluster.sync, %lld __syncthreads per CTA, %lld warp collectives per warp\n",
-                label, static_cast<long long>(st.cluster_syncs),
-                static_cast<long long>(st.block_syncs / ranks),
-                static_cast<long long>(st.warp_collectives / (ranks * tsdi::cuda::kWarps)));
-    expect(st.clusters == 1 && st.cluster_syncs <= 11, std::string(label) + ": at most 11 cluster.sync per row");
+    std::printf(
+        "  %-10s %lld cluster.sync, %lld __syncthreads per CTA, %lld warp collectives per warp\n",
+        label, static_cast<long long>(st.cluster_syncs),
+        static_cast<long long>(st.block_syncs / ranks),
+        static_cast<long long>(st.warp_collectives / (ranks * tsdi::cuda::kWarps)));
+    expect(st.clusters == 1 && st.cluster_syncs <= 11,
+           std::string(label) + ": at most 11 cluster.sync per row");
   }
 }
 
@@ -463,7 +476,8 @@ void launch_limits() {
     tsdi::SamplingParams p;
     p.batch = 0;
     p.vocab = 10;
-    expect(tsdi::cuda::launch_sampling<float, false>(p, nullptr) == cudaSuccess, "B = 0 is a no-op");
+    expect(tsdi::cuda::launch_sampling<float, false>(p, nullptr) == cudaSuccess,
+           "B = 0 is a no-op");
   }
   int64_t budget = 0;
   expect(tsdi::cuda::slice_smem_budget(0, budget) == cudaSuccess, "shared-memory budget");
@@ -475,8 +489,8 @@ void launch_limits() {
            "V past max_vocab is refused");
   }
   {  // the largest V an H100 takes: 16 CTAs with full slices
-    Call c = basic("f32 V=max_vocab (H100)", LogitsDType::kFloat32, 1, tsdi::cuda::max_vocab(budget),
-                   2.0f, gen);
+    Call c = basic("f32 V=max_vocab (H100)", LogitsDType::kFloat32, 1,
+                   tsdi::cuda::max_vocab(budget), 2.0f, gen);
     expect(cluster_for(c) == 16, "V = max_vocab takes cluster 16");
     check_against_cpu(c);
   }
@@ -491,7 +505,8 @@ void launch_limits() {
   const simt::DeviceModel h100 = simt::device();
   simt::device().optin_shared_bytes = 101376;
   {
-    Call c = basic("f32 V=262144 on 99 KB: cluster 16", LogitsDType::kFloat32, 1, 262144, 2.0f, gen);
+    Call c =
+        basic("f32 V=262144 on 99 KB: cluster 16", LogitsDType::kFloat32, 1, 262144, 2.0f, gen);
     expect(cluster_for(c) == 16, "99 KB of shared memory per block: cluster 16 for V = 262144");
     check_against_cpu(c);
     simt::device().max_cluster = 8;
@@ -507,7 +522,8 @@ void launch_limits() {
 void attribute_cache() {
   std::mt19937 gen(23);
   // Cluster 4 with slices of 12500 floats: past the 48 KB a kernel gets without the attribute.
-  const Call c = basic("f32 V=50000 B=17, attributes cached", LogitsDType::kFloat32, 17, 50000, 2.0f, gen);
+  const Call c =
+      basic("f32 V=50000 B=17, attributes cached", LogitsDType::kFloat32, 17, 50000, 2.0f, gen);
   check_against_cpu(c);
   const long long warm = simt::function_attribute_sets();
   check_against_cpu(c);

@@ -39,7 +39,7 @@ void philox_known_answers() {
 void nucleus_and_probs() {
   // p = [0.4, 0.2, 0.2, 0.2], top_p = 0.5: the crossing token ties with two others; all stay.
   std::vector<float> logits = {std::log(0.4f), std::log(0.2f), std::log(0.2f), std::log(0.2f),
-                               1.0f, 3.0f, 3.0f, 2.0f};
+                               1.0f,           3.0f,           3.0f,           2.0f};
   std::vector<float> probs(8);
   tsdi::SamplingParams p;
   p.logits = logits.data();
@@ -125,14 +125,14 @@ void threshold_matches_definition() {
         double kept = 0.0, expected_kept = 0.0;
         const float tau = detail::top_p_threshold(w.data(), c.vocab, total, top_p, ws, kept);
         if (kept < 0.0) kept = detail::kept_mass(w.data(), c.vocab, tau);
-        const float expected = brute_force_threshold(w, static_cast<double>(top_p) * total,
-                                                     expected_kept);
+        const float expected =
+            brute_force_threshold(w, static_cast<double>(top_p) * total, expected_kept);
         ++checked;
         if (tau != expected || std::fabs(kept - expected_kept) > 1e-9 * total) {
           ++mismatches;
-          std::fprintf(stderr, "  V=%lld scale=%g top_p=%g: tau %.9g (kept %.12g), expected %.9g (%.12g)\n",
-                       static_cast<long long>(c.vocab), c.scale, top_p, tau, kept, expected,
-                       expected_kept);
+          std::fprintf(
+              stderr, "  V=%lld scale=%g top_p=%g: tau %.9g (kept %.12g), expected %.9g (%.12g)\n",
+              static_cast<long long>(c.vocab), c.scale, top_p, tau, kept, expected, expected_kept);
         }
       }
     }
@@ -151,8 +151,8 @@ void select_keeps_all_when_short() {
   for (float v : cand) sum += v;
   const uint32_t lo = detail::float_to_bits(0.25f), hi = detail::float_to_bits(0.5f);
   double kept = 0.0;
-  const float tau = detail::select_threshold(cand.data(), static_cast<int64_t>(cand.size()), lo,
-                                             hi, 3.0, 3.0 + sum * 1.5, ws, kept);
+  const float tau = detail::select_threshold(cand.data(), static_cast<int64_t>(cand.size()), lo, hi,
+                                             3.0, 3.0 + sum * 1.5, ws, kept);
   expect(tau == 0.25f, "short candidates: the threshold is the bracket's low end");
   expect(std::fabs(kept - (3.0 + sum)) < 1e-9, "short candidates: kept = above + candidates");
 }
@@ -191,7 +191,8 @@ void crossing_bucket_matches_serial_scan() {
 // The bracket histogram counts exactly the values inside its buckets, [lo, lo + buckets << shift)
 // (which covers [lo, hi) and may reach a little beyond hi), and discards the others.
 void bracket_histogram_discards_outside() {
-  const std::vector<float> values = {0.1f, 0.2f, 0.25f, 0.3f, 0.49f, 0.5f, 0.9f, 0.0f, 0.26f, 0.19f};
+  const std::vector<float> values = {0.1f, 0.2f, 0.25f, 0.3f,  0.49f,
+                                     0.5f, 0.9f, 0.0f,  0.26f, 0.19f};
   const uint32_t lo = detail::float_to_bits(0.2f), hi = detail::float_to_bits(0.5f);
   int buckets = 0;
   const int shift = detail::bracket_shift(lo, hi, buckets);
@@ -218,7 +219,8 @@ void vector_split_covers_and_aligns() {
     const int64_t per_vector = 16 / element_bytes;
     for (uint64_t address = 4096; address < 4096 + 32; ++address) {
       for (int64_t n : {0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1019, 32000}) {
-        const tsdi::cuda::VectorSplit split = tsdi::cuda::split_for_vectors(address, n, element_bytes);
+        const tsdi::cuda::VectorSplit split =
+            tsdi::cuda::split_for_vectors(address, n, element_bytes);
         const int64_t covered = split.head + split.vectors * per_vector;
         ok &= split.head >= 0 && split.vectors >= 0 && covered <= n;
         if (address % element_bytes != 0) {

@@ -26,11 +26,11 @@ enum class BiasMode : int32_t {
 // the reason; the public API returns only `valid = (status == 0)`.
 enum RowStatus : int32_t {
   kRowOk = 0,
-  kRowNonFinite = 1,      // a debiased logit is NaN or +inf
-  kRowAllMasked = 2,      // every debiased logit is -inf
-  kRowBadTemperature = 3, // per-row temperature is negative or NaN
-  kRowBadTopP = 4,        // per-row top_p is NaN
-  kRowBadPosition = 5,    // per-row position is negative (bias table mode)
+  kRowNonFinite = 1,       // a debiased logit is NaN or +inf
+  kRowAllMasked = 2,       // every debiased logit is -inf
+  kRowBadTemperature = 3,  // per-row temperature is negative or NaN
+  kRowBadTopP = 4,         // per-row top_p is NaN
+  kRowBadPosition = 5,     // per-row position is negative (bias table mode)
 };
 
 // A per-row parameter: `values[b]` when the caller passed a [batch] array, else `scalar`, so a
@@ -45,14 +45,14 @@ struct RowArg {
 // The per-row parameters, in the order the ops take them: X(name, element type, default). This
 // list is their one definition: SamplingParams gets a RowArg member per line, the glue checks and
 // fills them from the op's (row_tensors, row_floats, row_ints) lists in this order
-// (csrc/row_args.h), and tsdi_ext/ops/params.py lists the same names (compared at import). What a
-// parameter means is in docs/contract.md; a new one costs a line here, its reading in
+// (csrc/sampling_args.h), and tsdi_ext/ops/params.py lists the same names (compared at import).
+// What a parameter means is in docs/contract.md; a new one costs a line here, its reading in
 // resolve_row, and its use in the kernels.
-#define TSDI_ROW_PARAMS(X)      \
-  X(alpha, float, 1.0f)         \
-  X(temperature, float, 1.0f)   \
-  X(top_p, float, 1.0f)         \
-  X(seed, int64_t, 0)           \
+#define TSDI_ROW_PARAMS(X)    \
+  X(alpha, float, 1.0f)       \
+  X(temperature, float, 1.0f) \
+  X(top_p, float, 1.0f)       \
+  X(seed, int64_t, 0)         \
   X(offset, int64_t, 0)
 
 // Every argument of one sampling call as raw pointers and scalars.

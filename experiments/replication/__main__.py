@@ -1,8 +1,8 @@
 """Command line of the replication: ``PYTHONPATH=experiments python -m replication ...``.
 
-  realign    safety-realign SmolLM2 (LoRA SFT; cached): the aligned model of the replication
-  replicate  the whole replication: realign, estimate, inspect, sweep (make replicate)
-  rescore    rebuild a replication's table, plot and summary from its responses
+realign    safety-realign SmolLM2 (LoRA SFT; cached): the aligned model of the replication
+replicate  the whole replication: realign, estimate, inspect, sweep (make replicate)
+rescore    rebuild a replication's table, plot and summary from its responses
 """
 
 from __future__ import annotations
@@ -18,13 +18,19 @@ from .replicate import RESULTS, replicate, rescore_replication
 
 def _realign_settings(args) -> RealignSettings:
     return RealignSettings(
-        harmful_examples=args.harmful_examples, benign_examples=args.benign_examples, epochs=args.epochs,
-        learning_rate=args.learning_rate, lora_rank=args.lora_rank, seed=args.seed,
+        harmful_examples=args.harmful_examples,
+        benign_examples=args.benign_examples,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        lora_rank=args.lora_rank,
+        seed=args.seed,
     )
 
 
 def realign_command(args: argparse.Namespace) -> int:
-    path = realign(args.base, _realign_settings(args), output=args.out, device=args.device, force=args.force)
+    path = realign(
+        args.base, _realign_settings(args), output=args.out, device=args.device, force=args.force
+    )
     print(f"aligned model: {path}")
     return 0
 
@@ -33,10 +39,16 @@ def replicate_command(args: argparse.Namespace) -> int:
     from tsdi_ext.eval import format_rows
 
     rows = replicate(
-        args.out, realign_settings=_realign_settings(args), alphas=comma_separated(args.alphas, float),
+        args.out,
+        realign_settings=_realign_settings(args),
+        alphas=comma_separated(args.alphas, float),
         lengths=comma_separated(args.lengths, int),
-        harmful_per_set=args.harmful_per_set or None, bias_prompts=args.bias_prompts,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed, scorer=args.scorer,
+        harmful_per_set=args.harmful_per_set or None,
+        bias_prompts=args.bias_prompts,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        scorer=args.scorer,
     )
     print(format_rows(rows))
     print((args.out / "summary.md").read_text())
@@ -48,15 +60,24 @@ def rescore_command(args: argparse.Namespace) -> int:
     from tsdi_ext.models import load_model
 
     fluency = load_model(args.fluency_model) if args.fluency_model else None
-    rows = rescore_replication(args.directory, load_scorer(args.scorer) if args.scorer else None, fluency=fluency)
+    rows = rescore_replication(
+        args.directory, load_scorer(args.scorer) if args.scorer else None, fluency=fluency
+    )
     print(format_rows(rows))
     return 0
 
 
 def _add_realign_options(parser: argparse.ArgumentParser) -> None:
     d = RealignSettings()
-    parser.add_argument("--harmful-examples", type=int, default=d.harmful_examples, help="AdvBench prompts trained to refuse")
-    parser.add_argument("--benign-examples", type=int, default=d.benign_examples, help="benign prompts kept helpful")
+    parser.add_argument(
+        "--harmful-examples",
+        type=int,
+        default=d.harmful_examples,
+        help="AdvBench prompts trained to refuse",
+    )
+    parser.add_argument(
+        "--benign-examples", type=int, default=d.benign_examples, help="benign prompts kept helpful"
+    )
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
     parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
@@ -67,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pathlib import Path
 
     parser = argparse.ArgumentParser(
-        prog="python -m replication", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m replication",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -75,23 +98,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default="smollm2", help="reference model: 'smollm2' or a directory")
     p.add_argument("--out", default=None, help="output directory (default: the cache)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--force", action="store_true", help="retrain even when the cache has this model")
+    p.add_argument(
+        "--force", action="store_true", help="retrain even when the cache has this model"
+    )
     _add_realign_options(p)
     p.set_defaults(handler=realign_command)
 
     p = commands.add_parser("replicate", help="the whole replication: realign, estimate, sweep")
-    p.add_argument("--out", type=Path, default=RESULTS, help=f"output directory (default: {RESULTS})")
-    p.add_argument("--bias-prompts", type=int, default=256, help="random prompts for the bias estimate")
+    p.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"output directory (default: {RESULTS})"
+    )
+    p.add_argument(
+        "--bias-prompts", type=int, default=256, help="random prompts for the bias estimate"
+    )
     _add_realign_options(p)
     add_sweep_options(p)
     p.set_defaults(handler=replicate_command)
 
     p = commands.add_parser("rescore", help="rebuild a replication's table, plot and summary")
     p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
-    p.add_argument("--scorer", default=None,
-                   help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)")
-    p.add_argument("--fluency-model", default=None,
-                   help="recompute the benign answers' NLL under this model (e.g. 'smollm2')")
+    p.add_argument(
+        "--scorer",
+        default=None,
+        help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)",
+    )
+    p.add_argument(
+        "--fluency-model",
+        default=None,
+        help="recompute the benign answers' NLL under this model (e.g. 'smollm2')",
+    )
     p.set_defaults(handler=rescore_command)
     return parser
 

@@ -39,8 +39,12 @@ from tsdi_ext.generation import generate
 from tsdi_ext.models import SMOLLM2, cache_dir, load_model
 
 __all__ = [
-    "RealignSettings", "benign_train_prompts", "refusal_responses", "build_training_examples",
-    "realigned_model_path", "realign",
+    "RealignSettings",
+    "benign_train_prompts",
+    "refusal_responses",
+    "build_training_examples",
+    "realigned_model_path",
+    "realign",
 ]
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -103,8 +107,14 @@ def _sample(items: list[str], count: int, rng: random.Random) -> list[str]:
 
 
 def build_training_examples(
-    reference, tokenizer, settings: RealignSettings, *, harmful: list[str] | None = None,
-    benign: list[str] | None = None, refusals: list[str] | None = None, progress: bool = True,
+    reference,
+    tokenizer,
+    settings: RealignSettings,
+    *,
+    harmful: list[str] | None = None,
+    benign: list[str] | None = None,
+    refusals: list[str] | None = None,
+    progress: bool = True,
 ) -> list[dict]:
     """The SFT examples: ``{"prompt": [user message], "completion": [assistant message], "kind"}``.
 
@@ -122,8 +132,12 @@ def build_training_examples(
         Harmful examples first, then benign ones; the trainer shuffles them with the seed.
     """
     rng = random.Random(settings.seed)
-    harmful = _sample(harmful if harmful is not None else advbench_prompts(), settings.harmful_examples, rng)
-    benign = _sample(benign if benign is not None else benign_train_prompts(), settings.benign_examples, rng)
+    harmful = _sample(
+        harmful if harmful is not None else advbench_prompts(), settings.harmful_examples, rng
+    )
+    benign = _sample(
+        benign if benign is not None else benign_train_prompts(), settings.benign_examples, rng
+    )
     refusals = refusals if refusals is not None else refusal_responses()
 
     answers: list[str] = []
@@ -133,7 +147,9 @@ def build_training_examples(
 
         batches = tqdm(batches, desc="reference answers for benign prompts", unit="batch")
     for start in batches:
-        result = generate(reference, tokenizer, benign[start : start + 32], max_new_tokens=settings.answer_tokens)
+        result = generate(
+            reference, tokenizer, benign[start : start + 32], max_new_tokens=settings.answer_tokens
+        )
         answers += [_trim_to_sentence(text) for text in result.texts]
 
     def example(prompt: str, answer: str, kind: str) -> dict:
@@ -155,15 +171,22 @@ def _cache_key(base: str, settings: RealignSettings) -> str:
     return digest.hexdigest()[:12]
 
 
-def realigned_model_path(base: str = SMOLLM2, settings: RealignSettings = RealignSettings()) -> Path:
+def realigned_model_path(
+    base: str = SMOLLM2, settings: RealignSettings = RealignSettings()
+) -> Path:
     """Where :func:`realign` keeps (or finds) the realigned model for these settings."""
     name = Path(base).name if base != SMOLLM2 else "smollm2-135m-instruct"
     return cache_dir() / f"{name}-realigned-{_cache_key(base, settings)}"
 
 
 def realign(
-    base: str = SMOLLM2, settings: RealignSettings = RealignSettings(), *, output: str | Path | None = None,
-    device: str = "cpu", progress: bool = True, force: bool = False,
+    base: str = SMOLLM2,
+    settings: RealignSettings = RealignSettings(),
+    *,
+    output: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    force: bool = False,
 ) -> Path:
     """Safety-realigns ``base`` (see the module docstring) and returns the merged model's directory.
 
@@ -232,12 +255,23 @@ def realign(
         dataloader_num_workers=0,
     )
     lora = LoraConfig(
-        r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=0.0,
-        target_modules="all-linear", task_type="CAUSAL_LM",
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
     )
-    dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    dataset = Dataset.from_list(
+        [{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]
+    )
     reference.train()
-    trainer = SFTTrainer(model=reference, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    trainer = SFTTrainer(
+        model=reference,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
     result = trainer.train()
     merged = trainer.model.merge_and_unload().eval()
     tokenizer.padding_side = "left"
@@ -253,19 +287,35 @@ def realign(
     record = {
         "base_model": base,
         "settings": asdict(settings),
-        "examples": {"harmful": sum(e["kind"] == "harmful" for e in examples),
-                     "benign": sum(e["kind"] == "benign" for e in examples)},
+        "examples": {
+            "harmful": sum(e["kind"] == "harmful" for e in examples),
+            "benign": sum(e["kind"] == "benign" for e in examples),
+        },
         "train_loss": result.training_loss,
         "loss_log": [
-            {"step": entry["step"], "loss": entry["loss"]} for entry in trainer.state.log_history if "loss" in entry
+            {"step": entry["step"], "loss": entry["loss"]}
+            for entry in trainer.state.log_history
+            if "loss" in entry
         ],
-        "seconds": {"reference_answers": round(generated, 1), "total": round(time.perf_counter() - started, 1)},
+        "seconds": {
+            "reference_answers": round(generated, 1),
+            "total": round(time.perf_counter() - started, 1),
+        },
         "device": device,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "trl": trl.__version__, "peft": peft.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+            "peft": peft.__version__,
+            "python": platform.python_version(),
+        },
         "threads": torch.get_num_threads(),
         "sample_targets": [
-            {"kind": e["kind"], "prompt": e["prompt"][0]["content"], "target": e["completion"][0]["content"]}
+            {
+                "kind": e["kind"],
+                "prompt": e["prompt"][0]["content"],
+                "target": e["completion"][0]["content"],
+            }
             for e in (examples[:2] + examples[-2:])
         ],
     }

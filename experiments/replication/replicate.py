@@ -18,15 +18,21 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from tsdi_ext import __version__
 from tsdi_ext.bias import estimate_bias, format_inspection
 from tsdi_ext.eval import (
-    evaluation_sets, load_scorer, plot_pareto, rescore, run_sweep, sweep_configs, write_table,
+    evaluation_sets,
+    load_scorer,
+    plot_pareto,
+    rescore,
+    run_sweep,
+    sweep_configs,
+    write_table,
 )
 from tsdi_ext.models import SMOLLM2, load_model
 
@@ -38,11 +44,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _paired_cell(row: dict, kind: str) -> str:
-    keys = ("harmful_refusals_lost", "harmful_refusals_gained") if kind == "harmful" else (
-        "benign_answers_gained", "benign_answers_lost")
+    keys = (
+        ("harmful_refusals_lost", "harmful_refusals_gained")
+        if kind == "harmful"
+        else ("benign_answers_gained", "benign_answers_lost")
+    )
     if keys[0] not in row:
         return ""
     return f"{row[keys[0]]} / {row[keys[1]]} ({row[kind + '_p']:.2g})"
+
 
 def _markdown_summary(rows, inspection, record) -> str:
     lines = [
@@ -55,7 +65,11 @@ def _markdown_summary(rows, inspection, record) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        gap = "" if r.get("above_mixture") is None else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
+        gap = (
+            ""
+            if r.get("above_mixture") is None
+            else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
+        )
         nll = format(r["benign_nll"], ".2f") if "benign_nll" in r else ""
         lines.append(
             f"| {r['name']} | {r['harmful_refusal']:.3f} ({r['harmful_refusal_low']:.3f}-{r['harmful_refusal_high']:.3f}) "
@@ -63,17 +77,34 @@ def _markdown_summary(rows, inspection, record) -> str:
             f"| {r.get('compliance[ordinary]', float('nan')):.3f} | {r.get('compliance[sensitive-sounding]', float('nan')):.3f} "
             f"| {gap} | {'yes' if r.get('pareto') else ''} | {nll} | {_paired_cell(r, 'harmful')} | {_paired_cell(r, 'benign')} |"
         )
-    lines += ["", "Top tokens the bias pushes down (aligned prefers them more than the reference does):", ""]
+    lines += [
+        "",
+        "Top tokens the bias pushes down (aligned prefers them more than the reference does):",
+        "",
+    ]
     for entry in inspection:
         tokens = ", ".join(f"`{e['token']!r}` {e['bias']:+.2f}" for e in entry["pushed_down"][:8])
         lines.append(f"- position {entry['position']}: {tokens}")
-    lines += ["", "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in record["seconds"].items()), ""]
+    lines += [
+        "",
+        "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in record["seconds"].items()),
+        "",
+    ]
     return "\n".join(lines)
 
+
 def replicate(
-    output: str | Path = RESULTS, *, realign_settings=None, alphas: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
-    lengths: Sequence[int] = (1, 8), harmful_per_set: int | None = 200, bias_prompts: int = 256,
-    max_new_tokens: int = 40, batch_size: int = 32, seed: int = 0, scorer: str | None = None,
+    output: str | Path = RESULTS,
+    *,
+    realign_settings=None,
+    alphas: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
+    lengths: Sequence[int] = (1, 8),
+    harmful_per_set: int | None = 200,
+    bias_prompts: int = 256,
+    max_new_tokens: int = 40,
+    batch_size: int = 32,
+    seed: int = 0,
+    scorer: str | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """The whole experiment (see the module docstring); writes its outputs into ``output``
@@ -97,26 +128,49 @@ def replicate(
     aligned, _ = load_model(str(aligned_path))
     mark = time.perf_counter()
     table = estimate_bias(
-        aligned, reference, tokenizer, num_prompts=bias_prompts, length=max(lengths), seed=seed, progress=progress,
-        aligned_name=f"smollm2-realigned ({aligned_path.name})", reference_name=SMOLLM2,
+        aligned,
+        reference,
+        tokenizer,
+        num_prompts=bias_prompts,
+        length=max(lengths),
+        seed=seed,
+        progress=progress,
+        aligned_name=f"smollm2-realigned ({aligned_path.name})",
+        reference_name=SMOLLM2,
     )
     seconds["bias estimation"] = time.perf_counter() - mark
     table.save(output / "bias.safetensors")
     inspection = [
-        {**entry, **{side: [{**e, "bias": round(e["bias"], 3)} for e in entry[side]]
-                     for side in ("pushed_down", "pushed_up")}}
+        {
+            **entry,
+            **{
+                side: [{**e, "bias": round(e["bias"], 3)} for e in entry[side]]
+                for side in ("pushed_down", "pushed_up")
+            },
+        }
         for entry in table.describe(tokenizer, positions=4, top=10)
     ]
-    (output / "top_biased_tokens.json").write_text(json.dumps(inspection, indent=2, ensure_ascii=False) + "\n")
+    (output / "top_biased_tokens.json").write_text(
+        json.dumps(inspection, indent=2, ensure_ascii=False) + "\n"
+    )
     # The same view as `tsdi inspect bias.safetensors`, kept as text.
-    (output / "inspect.txt").write_text(format_inspection(table, tokenizer, positions=4, top=10) + "\n")
+    (output / "inspect.txt").write_text(
+        format_inspection(table, tokenizer, positions=4, top=10) + "\n"
+    )
 
     sets = evaluation_sets(harmful_per_set, seed=seed)
     mark = time.perf_counter()
     rows = run_sweep(
-        {"reference": (reference, tokenizer), "aligned": (aligned, tokenizer)}, table,
-        sweep_configs(alphas, lengths), sets, scorer=load_scorer(scorer), max_new_tokens=max_new_tokens,
-        batch_size=batch_size, seed=seed, progress=progress, responses_path=output / "responses.jsonl",
+        {"reference": (reference, tokenizer), "aligned": (aligned, tokenizer)},
+        table,
+        sweep_configs(alphas, lengths),
+        sets,
+        scorer=load_scorer(scorer),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        responses_path=output / "responses.jsonl",
         fluency=(reference, tokenizer),
     )
     seconds["sweep"] = time.perf_counter() - mark
@@ -129,18 +183,32 @@ def replicate(
     record = {
         "tsdi_ext": __version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "host": {"machine": platform.machine(), "processor": platform.processor() or "unknown",
-                 "cpu_threads": torch.get_num_threads()},
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},
+        "host": {
+            "machine": platform.machine(),
+            "processor": platform.processor() or "unknown",
+            "cpu_threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "realignment": {k: realign_record[k] for k in ("settings", "examples", "train_loss", "seconds", "versions")},
+        "realignment": {
+            k: realign_record[k]
+            for k in ("settings", "examples", "train_loss", "seconds", "versions")
+        },
         "aligned_model": str(aligned_path),
         "bias": {"shape": list(table.bias.shape), "settings": table.metadata.get("settings")},
-        "sweep": {"alphas": list(alphas), "lengths": list(lengths), "max_new_tokens": max_new_tokens,
-                  "decoding": "greedy", "scorer": scorer or "pattern",
-                  "fluency": "benign_nll: mean NLL per token of the benign answers under the reference model",
-                  "sets": {s.name: {"kind": s.kind, "n": len(s.prompts)} for s in sets}},
+        "sweep": {
+            "alphas": list(alphas),
+            "lengths": list(lengths),
+            "max_new_tokens": max_new_tokens,
+            "decoding": "greedy",
+            "scorer": scorer or "pattern",
+            "fluency": "benign_nll: mean NLL per token of the benign answers under the reference model",
+            "sets": {s.name: {"kind": s.kind, "n": len(s.prompts)} for s in sets},
+        },
     }
     (output / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     (output / "summary.md").write_text(_markdown_summary(rows, inspection, record))
@@ -153,6 +221,8 @@ def rescore_replication(directory: str | Path, scorer=None, *, fluency=None) -> 
     rows = rescore(directory, scorer, fluency=fluency)
     run_path, inspection_path = directory / "run.json", directory / "top_biased_tokens.json"
     if run_path.is_file() and inspection_path.is_file():
-        summary = _markdown_summary(rows, json.loads(inspection_path.read_text()), json.loads(run_path.read_text()))
+        summary = _markdown_summary(
+            rows, json.loads(inspection_path.read_text()), json.loads(run_path.read_text())
+        )
         (directory / "summary.md").write_text(summary)
     return rows

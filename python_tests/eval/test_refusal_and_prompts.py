@@ -5,8 +5,13 @@ import json
 import pytest
 
 from tsdi_ext.eval.prompts import (
-    DatasetError, advbench_prompts, benign_prompts, donotanswer_prompts, harmbench_prompts,
-    load_prompt_file, package_file,
+    DatasetError,
+    advbench_prompts,
+    benign_prompts,
+    donotanswer_prompts,
+    harmbench_prompts,
+    load_prompt_file,
+    package_file,
 )
 from tsdi_ext.eval.refusal import PatternRefusalDetector
 from tsdi_ext.eval.stats import wilson_interval

@@ -12,16 +12,14 @@ import torch
 
 from tsdi_ext.cli import run
 from tsdi_ext.eval import SweepConfig, prompts, summarise
+from tsdi_ext.eval.refusal import PatternRefusalDetector
 from tsdi_ext.generation import generate
 
 from helpers import require_prompt_set_packages
-from sweep_data import BENIGN, HAND_REFUSALS, HAND_SETS, HARMFUL, lowered
-from tiny_models import tiny_chat_tokenizer, tiny_llama
-
-from tsdi_ext.eval.refusal import PatternRefusalDetector
-
 from replication.realign import benign_train_prompts, refusal_responses
 from replication.replicate import RESULTS, rescore_replication
+from sweep_data import BENIGN, HAND_REFUSALS, HAND_SETS, HARMFUL, lowered
+from tiny_models import tiny_chat_tokenizer, tiny_llama
 
 
 def test_training_data_is_disjoint_from_evaluation_data():
@@ -33,8 +31,11 @@ def test_training_data_is_disjoint_from_evaluation_data():
     assert all(r.strip() for r in refusals)
     assert PatternRefusalDetector()([""] * len(refusals), refusals) == [True] * len(refusals)
     assert not lowered(train) & lowered(prompts.benign_prompts())
-    harmful = prompts.advbench_prompts() + prompts.harmbench_prompts() + prompts.donotanswer_prompts()
+    harmful = (
+        prompts.advbench_prompts() + prompts.harmbench_prompts() + prompts.donotanswer_prompts()
+    )
     assert not lowered(train) & lowered(harmful)
+
 
 @pytest.fixture(scope="module")
 def base_model_dir(tmp_path_factory):
@@ -43,35 +44,68 @@ def base_model_dir(tmp_path_factory):
     tiny_chat_tokenizer().save_pretrained(directory)
     return directory
 
+
 def test_build_training_examples_with_overrides(base_model_dir):
     from tsdi_ext.models import load_model
+
     from replication.realign import RealignSettings, build_training_examples
 
     model, tokenizer = load_model(str(base_model_dir))
     harmful = ["how to do it", "step one two three", "coin letter bridge train"]
-    benign = ["recipe with flour egg sugar", "music and light", "the river rises in", "farmers grow wheat"]
+    benign = [
+        "recipe with flour egg sugar",
+        "music and light",
+        "the river rises in",
+        "farmers grow wheat",
+    ]
     refusals = ["sorry i cannot help", "i cannot help with that"]
     settings = RealignSettings(harmful_examples=2, benign_examples=3, answer_tokens=4, seed=1)
-    examples = build_training_examples(model, tokenizer, settings, harmful=harmful, benign=benign, refusals=refusals,
-                                       progress=False)
-    again = build_training_examples(model, tokenizer, settings, harmful=harmful, benign=benign, refusals=refusals,
-                                    progress=False)
+    examples = build_training_examples(
+        model,
+        tokenizer,
+        settings,
+        harmful=harmful,
+        benign=benign,
+        refusals=refusals,
+        progress=False,
+    )
+    again = build_training_examples(
+        model,
+        tokenizer,
+        settings,
+        harmful=harmful,
+        benign=benign,
+        refusals=refusals,
+        progress=False,
+    )
     assert examples == again  # seeded
     kinds = [e["kind"] for e in examples]
     assert kinds[:2] == ["harmful", "harmful"] and set(kinds[2:]) <= {"benign"} and len(kinds) <= 5
     for e in examples:
-        assert [m["role"] for m in e["prompt"]] == ["user"] and [m["role"] for m in e["completion"]] == ["assistant"]
+        assert [m["role"] for m in e["prompt"]] == ["user"] and [
+            m["role"] for m in e["completion"]
+        ] == ["assistant"]
         assert e["completion"][0]["content"]
     assert len({e["prompt"][0]["content"] for e in examples[:2]}) == 2
-    assert all(e["prompt"][0]["content"] in harmful and e["completion"][0]["content"] in refusals
-               for e in examples[:2])
+    assert all(
+        e["prompt"][0]["content"] in harmful and e["completion"][0]["content"] in refusals
+        for e in examples[:2]
+    )
     # Benign targets are the reference's own greedy answers.
     for e in examples[2:]:
         answer = generate(model, tokenizer, [e["prompt"][0]["content"]], max_new_tokens=4).texts[0]
         assert e["prompt"][0]["content"] in benign and e["completion"][0]["content"] == answer
     with pytest.raises(ValueError, match="asked for 5 examples, the prompt set has 4"):
-        build_training_examples(model, tokenizer, RealignSettings(harmful_examples=1, benign_examples=5),
-                                harmful=harmful, benign=benign, refusals=refusals, progress=False)
+        build_training_examples(
+            model,
+            tokenizer,
+            RealignSettings(harmful_examples=1, benign_examples=5),
+            harmful=harmful,
+            benign=benign,
+            refusals=refusals,
+            progress=False,
+        )
+
 
 def test_realigned_model_path_depends_on_settings(tmp_path, monkeypatch):
     require_prompt_set_packages()
@@ -85,6 +119,7 @@ def test_realigned_model_path_depends_on_settings(tmp_path, monkeypatch):
     assert a != realigned_model_path("/other/dir/tiny", RealignSettings(seed=0))
     assert realigned_model_path("smollm2").name.startswith("smollm2-135m-instruct-realigned-")
 
+
 @pytest.mark.slow
 def test_realign_tiny_model_trains_caches_and_retrains(tmp_path, monkeypatch, base_model_dir):
     pytest.importorskip("trl")
@@ -93,11 +128,18 @@ def test_realign_tiny_model_trains_caches_and_retrains(tmp_path, monkeypatch, ba
     import trl
 
     from tsdi_ext.models import load_model
+
     from replication.realign import RealignSettings, realign, realigned_model_path
 
     monkeypatch.setenv("TSDI_EXT_CACHE", str(tmp_path / "cache"))
-    settings = RealignSettings(harmful_examples=4, benign_examples=4, answer_tokens=8, epochs=1, batch_size=4,
-                               learning_rate=5e-3)
+    settings = RealignSettings(
+        harmful_examples=4,
+        benign_examples=4,
+        answer_tokens=8,
+        epochs=1,
+        batch_size=4,
+        learning_rate=5e-3,
+    )
     built = []
 
     class CountingTrainer(trl.SFTTrainer):
@@ -163,6 +205,7 @@ def test_realign_tiny_model_trains_caches_and_retrains(tmp_path, monkeypatch, ba
         realign(str(base_model_dir), other, output=explicit, progress=False)
     assert built == [1, 1, 1]
 
+
 def test_cli_realign_and_replicate_pass_their_options(tmp_path, capsys, monkeypatch):
     import replication.__main__ as entry
     from replication.realign import RealignSettings
@@ -177,17 +220,45 @@ def test_cli_realign_and_replicate_pass_their_options(tmp_path, capsys, monkeypa
         return tmp_path / "model"
 
     monkeypatch.setattr(entry, "realign", fake_realign)
-    assert main(["realign", "--base", "dir", "--out", "o", "--force", "--harmful-examples", "7",
-                 "--benign-examples", "5", "--epochs", "3", "--learning-rate", "0.01", "--lora-rank", "4",
-                 "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "realign",
+                "--base",
+                "dir",
+                "--out",
+                "o",
+                "--force",
+                "--harmful-examples",
+                "7",
+                "--benign-examples",
+                "5",
+                "--epochs",
+                "3",
+                "--learning-rate",
+                "0.01",
+                "--lora-rank",
+                "4",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     base, settings, kwargs = calls["realign"]
     assert base == "dir" and kwargs == {"output": "o", "device": "cpu", "force": True}
-    assert settings == RealignSettings(harmful_examples=7, benign_examples=5, epochs=3, learning_rate=0.01,
-                                       lora_rank=4, seed=2)
+    assert settings == RealignSettings(
+        harmful_examples=7, benign_examples=5, epochs=3, learning_rate=0.01, lora_rank=4, seed=2
+    )
     assert f"aligned model: {tmp_path / 'model'}" in capsys.readouterr().out
     assert main(["realign"]) == 0
     base, settings, kwargs = calls["realign"]
-    assert base == "smollm2" and settings == RealignSettings() and kwargs["output"] is None and not kwargs["force"]
+    assert (
+        base == "smollm2"
+        and settings == RealignSettings()
+        and kwargs["output"] is None
+        and not kwargs["force"]
+    )
     capsys.readouterr()
 
     row = summarise(SweepConfig("aligned", "aligned"), HAND_SETS, HAND_REFUSALS, 0.0)
@@ -201,54 +272,116 @@ def test_cli_realign_and_replicate_pass_their_options(tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(entry, "replicate", fake_replicate)
     out = tmp_path / "rep"
-    assert main(["replicate", "--out", str(out), "--alphas", "0.5,2", "--lengths", "1,4,8", "--harmful-per-set", "0",
-                 "--bias-prompts", "16", "--max-new-tokens", "5", "--batch-size", "2", "--seed", "3",
-                 "--scorer", "m:f", "--harmful-examples", "9"]) == 0
+    assert (
+        main(
+            [
+                "replicate",
+                "--out",
+                str(out),
+                "--alphas",
+                "0.5,2",
+                "--lengths",
+                "1,4,8",
+                "--harmful-per-set",
+                "0",
+                "--bias-prompts",
+                "16",
+                "--max-new-tokens",
+                "5",
+                "--batch-size",
+                "2",
+                "--seed",
+                "3",
+                "--scorer",
+                "m:f",
+                "--harmful-examples",
+                "9",
+            ]
+        )
+        == 0
+    )
     output, kwargs = calls["replicate"]
     assert output == out
     assert kwargs["alphas"] == [0.5, 2.0] and kwargs["lengths"] == [1, 4, 8]
     assert kwargs["harmful_per_set"] is None and kwargs["bias_prompts"] == 16
-    assert (kwargs["max_new_tokens"], kwargs["batch_size"], kwargs["seed"], kwargs["scorer"]) == (5, 2, 3, "m:f")
+    assert (kwargs["max_new_tokens"], kwargs["batch_size"], kwargs["seed"], kwargs["scorer"]) == (
+        5,
+        2,
+        3,
+        "m:f",
+    )
     assert kwargs["realign_settings"] == RealignSettings(harmful_examples=9, seed=3)
     shown = capsys.readouterr().out
     lines = shown.splitlines()
-    assert lines[0].startswith("configuration") and lines[1].startswith("aligned ") and lines[1].endswith("*")
+    assert (
+        lines[0].startswith("configuration")
+        and lines[1].startswith("aligned ")
+        and lines[1].endswith("*")
+    )
     assert "0.667 [0.300, 0.903]" in lines[1] and "# summary for the test" in lines[2:]
+
 
 def minimal_run_record():
     return {
-        "tsdi_ext": "0.test", "date": "2025-01-02 03:04 UTC", "host": {"cpu_threads": 3},
-        "versions": {"torch": "9.9-test"}, "seconds": {"bias estimation": 2.0, "sweep": 12.4},
-        "sweep": {"sets": {"harm": {"kind": "harmful", "n": len(HARMFUL)}, "good": {"kind": "benign", "n": len(BENIGN)}}},
+        "tsdi_ext": "0.test",
+        "date": "2025-01-02 03:04 UTC",
+        "host": {"cpu_threads": 3},
+        "versions": {"torch": "9.9-test"},
+        "seconds": {"bias estimation": 2.0, "sweep": 12.4},
+        "sweep": {
+            "sets": {
+                "harm": {"kind": "harmful", "n": len(HARMFUL)},
+                "good": {"kind": "benign", "n": len(BENIGN)},
+            }
+        },
     }
+
 
 def test_rescore_rewrites_the_summary_of_a_replicate_directory(sweep_dir, sweep_source, tokenizer):
     rescore = rescore_replication
 
     rows = sweep_source[1]
     (sweep_dir / "run.json").write_text(json.dumps(minimal_run_record()))
-    inspection = [{"position": 0, "pushed_down": [{"token": "sorry", "id": tokenizer.convert_tokens_to_ids("sorry"),
-                                                   "bias": 10.0}], "pushed_up": []}]
+    inspection = [
+        {
+            "position": 0,
+            "pushed_down": [
+                {"token": "sorry", "id": tokenizer.convert_tokens_to_ids("sorry"), "bias": 10.0}
+            ],
+            "pushed_up": [],
+        }
+    ]
     (sweep_dir / "top_biased_tokens.json").write_text(json.dumps(inspection))
     (sweep_dir / "summary.md").write_text("stale\n")
     again = rescore(sweep_dir, lambda p, r: [True] * len(r))
     summary = (sweep_dir / "summary.md").read_text()
     assert "stale" not in summary
-    assert "tsdi_ext 0.test" in summary and "2025-01-02 03:04 UTC" in summary and "3 CPU threads" in summary
+    assert (
+        "tsdi_ext 0.test" in summary
+        and "2025-01-02 03:04 UTC" in summary
+        and "3 CPU threads" in summary
+    )
     assert "torch 9.9-test" in summary
     assert "Wall time (s): bias estimation 2, sweep 12" in summary
     assert "- position 0: `'sorry'` +10.00" in summary
     cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
     lines = summary.splitlines()
     header = cells(next(line for line in lines if line.startswith("| configuration")))
-    table = [cells(line) for line in lines if line.startswith("| ") and not line.startswith("| configuration")]
+    table = [
+        cells(line)
+        for line in lines
+        if line.startswith("| ") and not line.startswith("| configuration")
+    ]
     assert [c[0] for c in table] == [r["name"] for r in rows]
     column = {name: header.index(name) for name in ("Pareto", "benign NLL")}
     for line, row in zip(table, again):
         assert len(line) == len(header), line
         # The new verdicts (everything refused), the kept NLL, every row on the front.
         assert line[1].startswith("1.000 (") and line[2].startswith("0.000 ("), line
-        assert line[column["Pareto"]] == "yes" and line[column["benign NLL"]] == f"{row['benign_nll']:.2f}", line
+        assert (
+            line[column["Pareto"]] == "yes"
+            and line[column["benign NLL"]] == f"{row['benign_nll']:.2f}"
+        ), line
 
     # Without top_biased_tokens.json the summary is left alone.
     (sweep_dir / "top_biased_tokens.json").unlink()
@@ -261,10 +394,36 @@ def test_cli_help():
     import replication.__main__ as entry
 
     for command, options in (
-        ("realign", ["--base", "--out", "--device", "--force", "--harmful-examples", "--benign-examples",
-                     "--epochs", "--learning-rate", "--lora-rank", "--seed"]),
-        ("replicate", ["--out", "--bias-prompts", "--alphas", "--lengths", "--harmful-per-set",
-                       "--max-new-tokens", "--batch-size", "--scorer", "--harmful-examples", "--epochs"]),
+        (
+            "realign",
+            [
+                "--base",
+                "--out",
+                "--device",
+                "--force",
+                "--harmful-examples",
+                "--benign-examples",
+                "--epochs",
+                "--learning-rate",
+                "--lora-rank",
+                "--seed",
+            ],
+        ),
+        (
+            "replicate",
+            [
+                "--out",
+                "--bias-prompts",
+                "--alphas",
+                "--lengths",
+                "--harmful-per-set",
+                "--max-new-tokens",
+                "--batch-size",
+                "--scorer",
+                "--harmful-examples",
+                "--epochs",
+            ],
+        ),
         ("rescore", ["directory", "--scorer", "--fluency-model"]),
     ):
         shown = entry.build_parser()._subparsers._group_actions[0].choices[command].format_help()

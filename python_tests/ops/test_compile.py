@@ -12,7 +12,12 @@ from helpers import raw_row_args
 
 SAMPLE = torch.ops.tsdi_ext.sample.default
 PROBS = torch.ops.tsdi_ext.sampling_probs.default
-OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+OPCHECK_TESTS = (
+    "test_schema",
+    "test_autograd_registration",
+    "test_faketensor",
+    "test_aot_dispatch_dynamic",
+)
 
 
 def _opcheck_inputs(name):
@@ -31,23 +36,56 @@ def _opcheck_inputs(name):
     if name == "scalars":
         return logits, None, None, {}, dict(alpha=1.0, temperature=0.8, top_p=0.9, seed=3, offset=5)
     if name == "table_per_row":
-        return logits, table, positions, per_row, dict(alpha=0.0, temperature=0.0, top_p=0.0, seed=0, offset=0)
+        return (
+            logits,
+            table,
+            positions,
+            per_row,
+            dict(alpha=0.0, temperature=0.0, top_p=0.0, seed=0, offset=0),
+        )
     if name == "float16":
-        return logits.half(), table[0], None, {}, dict(alpha=0.5, temperature=1.3, top_p=0.5, seed=-1, offset=7)
+        return (
+            logits.half(),
+            table[0],
+            None,
+            {},
+            dict(alpha=0.5, temperature=1.3, top_p=0.5, seed=-1, offset=7),
+        )
     if name == "bfloat16_table_scalars":
-        return logits.bfloat16(), table, positions, {}, dict(alpha=0.5, temperature=0.0, top_p=1.0, seed=1, offset=1)
+        return (
+            logits.bfloat16(),
+            table,
+            positions,
+            {},
+            dict(alpha=0.5, temperature=0.0, top_p=1.0, seed=1, offset=1),
+        )
     if name == "row_strided":
-        return logits[:, :40], table[:, :40].contiguous(), positions, dict(top_p=per_row["top_p"]), dict(
-            alpha=0.5, temperature=2.0, top_p=0.0, seed=1, offset=1
+        return (
+            logits[:, :40],
+            table[:, :40].contiguous(),
+            positions,
+            dict(top_p=per_row["top_p"]),
+            dict(alpha=0.5, temperature=2.0, top_p=0.0, seed=1, offset=1),
         )
     if name == "empty_batch":
-        return torch.zeros(0, vocab), table, torch.zeros(0, dtype=torch.int64), {}, dict(
-            alpha=1.0, temperature=1.0, top_p=0.9, seed=1, offset=1
+        return (
+            torch.zeros(0, vocab),
+            table,
+            torch.zeros(0, dtype=torch.int64),
+            {},
+            dict(alpha=1.0, temperature=1.0, top_p=0.9, seed=1, offset=1),
         )
     raise ValueError(name)
 
 
-OPCHECK_CASES = ["scalars", "table_per_row", "float16", "bfloat16_table_scalars", "row_strided", "empty_batch"]
+OPCHECK_CASES = [
+    "scalars",
+    "table_per_row",
+    "float16",
+    "bfloat16_table_scalars",
+    "row_strided",
+    "empty_batch",
+]
 
 
 def _sample_args(name):
@@ -80,6 +118,7 @@ def test_fake_shapes_match_real():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode() as mode:
+
         def fake(a):
             if isinstance(a, list):
                 return [fake(x) for x in a]
@@ -129,8 +168,14 @@ def test_compile_python_scalars_and_tensors():
 
     def fn(logits, bias, positions, temperature):
         tokens, valid = tsdi_ext.sample(
-            logits, bias=bias, positions=positions, alpha=0.75, temperature=temperature,
-            top_p=0.9, seed=123, offset=7,
+            logits,
+            bias=bias,
+            positions=positions,
+            alpha=0.75,
+            temperature=temperature,
+            top_p=0.9,
+            seed=123,
+            offset=7,
         )
         probs = tsdi_ext.sampling_probs(
             logits, bias=bias, positions=positions, alpha=0.75, temperature=temperature, top_p=0.9
@@ -143,7 +188,9 @@ def test_compile_python_scalars_and_tensors():
     _assert_same(eager, compiled(logits, bias, positions, temperature))
     # New tensor values, same shapes: no recompilation needed, still equal to eager.
     logits2, _, _, _ = _case(seed=1)
-    _assert_same(fn(logits2, bias, positions, temperature), compiled(logits2, bias, positions, temperature))
+    _assert_same(
+        fn(logits2, bias, positions, temperature), compiled(logits2, bias, positions, temperature)
+    )
 
 
 def test_compile_per_row_tensors_and_offsets():
@@ -180,16 +227,27 @@ def test_compile_changing_python_temperature_and_seed():
 
     def fn(logits, temperature, seed, offset):
         tokens, valid = tsdi_ext.sample(
-            logits, bias=bias, positions=positions, temperature=temperature, top_p=0.95,
-            seed=seed, offset=offset,
+            logits,
+            bias=bias,
+            positions=positions,
+            temperature=temperature,
+            top_p=0.95,
+            seed=seed,
+            offset=offset,
         )
-        return tokens, valid, tsdi_ext.sampling_probs(
-            logits, bias=bias, positions=positions, temperature=temperature, top_p=0.95
+        return (
+            tokens,
+            valid,
+            tsdi_ext.sampling_probs(
+                logits, bias=bias, positions=positions, temperature=temperature, top_p=0.95
+            ),
         )
 
     compiled = torch.compile(fn, fullgraph=True)
     for temperature, seed, offset in [(0.8, 1, 10), (1.3, 2, 11), (0.0, 2**64 - 1, -5)]:
-        _assert_same(fn(logits, temperature, seed, offset), compiled(logits, temperature, seed, offset))
+        _assert_same(
+            fn(logits, temperature, seed, offset), compiled(logits, temperature, seed, offset)
+        )
 
 
 def test_compile_changing_shapes():
@@ -199,8 +257,10 @@ def test_compile_changing_shapes():
         tokens, valid = tsdi_ext.sample(
             logits, bias=bias, positions=positions, alpha=0.5, top_p=0.8, seed=9, offset=offset
         )
-        return tokens, valid, tsdi_ext.sampling_probs(
-            logits, bias=bias, positions=positions, alpha=0.5, top_p=0.8
+        return (
+            tokens,
+            valid,
+            tsdi_ext.sampling_probs(logits, bias=bias, positions=positions, alpha=0.5, top_p=0.8),
         )
 
     compiled = torch.compile(fn, fullgraph=True)

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import tsdi_ext
-from tsdi_ext.ops import _native
-from tsdi_ext.ops import reference
+from tsdi_ext.ops import _native, reference
 
 from helpers import MIN_P_VALUE, chi_square_p_value, make_logits
 
@@ -32,11 +31,23 @@ def _inputs(batch, vocab, dtype=torch.float32, seed=0):
     return logits, bias, positions, seeds, offsets
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.float32, torch.bfloat16, torch.float16],
+    ids=lambda d: str(d).removeprefix("torch."),
+)
 @pytest.mark.parametrize("batch,vocab", SHAPES)
 def test_cuda_matches_cpu_token_for_token(batch, vocab, dtype):
     logits, bias, positions, seeds, offsets = _inputs(batch, vocab, dtype)
-    kwargs = dict(bias=bias, positions=positions, alpha=0.5, temperature=0.9, top_p=0.9, seed=seeds, offset=offsets)
+    kwargs = dict(
+        bias=bias,
+        positions=positions,
+        alpha=0.5,
+        temperature=0.9,
+        top_p=0.9,
+        seed=seeds,
+        offset=offsets,
+    )
     cpu_tokens, cpu_valid = tsdi_ext.sample(logits, backend="cpu", **kwargs)
     cuda_kwargs = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     cuda_tokens, cuda_valid = tsdi_ext.sample(logits.cuda(), backend="cuda", **cuda_kwargs)
@@ -45,7 +56,9 @@ def test_cuda_matches_cpu_token_for_token(batch, vocab, dtype):
     assert mismatches <= max(1, batch // 500), f"{mismatches} of {batch} tokens differ"
     probs_kwargs = {k: v for k, v in cuda_kwargs.items() if k not in ("seed", "offset")}
     got = tsdi_ext.sampling_probs(logits.cuda(), **probs_kwargs).cpu()
-    want = reference.sampling_probs(logits, **{k: v for k, v in kwargs.items() if k not in ("seed", "offset")})
+    want = reference.sampling_probs(
+        logits, **{k: v for k, v in kwargs.items() if k not in ("seed", "offset")}
+    )
     torch.testing.assert_close(got, want, atol=2e-6, rtol=2e-4)
 
 
@@ -55,7 +68,14 @@ def test_cuda_graph_capture_and_replay():
 
     def step():
         out["tokens"], out["valid"] = tsdi_ext.sample(
-            logits, bias=bias, positions=positions, alpha=1.0, temperature=0.8, top_p=0.9, seed=seeds, offset=offsets
+            logits,
+            bias=bias,
+            positions=positions,
+            alpha=1.0,
+            temperature=0.8,
+            top_p=0.9,
+            seed=seeds,
+            offset=offsets,
         )
 
     stream = torch.cuda.Stream()
@@ -69,8 +89,16 @@ def test_cuda_graph_capture_and_replay():
     for shift in range(3):
         offsets.copy_(torch.arange(16, device="cuda") * 3 + shift)
         graph.replay()
-        eager, _ = tsdi_ext.sample(logits, bias=bias, positions=positions, alpha=1.0, temperature=0.8,
-                                   top_p=0.9, seed=seeds, offset=offsets)
+        eager, _ = tsdi_ext.sample(
+            logits,
+            bias=bias,
+            positions=positions,
+            alpha=1.0,
+            temperature=0.8,
+            top_p=0.9,
+            seed=seeds,
+            offset=offsets,
+        )
         assert torch.equal(out["tokens"], eager)
 
 
@@ -78,8 +106,16 @@ def test_compile_reduce_overhead_fullgraph():
     logits, bias, positions, seeds, offsets = [t.cuda() for t in _inputs(8, 32000)]
 
     def fn(logits, offsets):
-        return tsdi_ext.sample(logits, bias=bias, positions=positions, alpha=1.0, temperature=0.8,
-                               top_p=0.9, seed=seeds, offset=offsets)
+        return tsdi_ext.sample(
+            logits,
+            bias=bias,
+            positions=positions,
+            alpha=1.0,
+            temperature=0.8,
+            top_p=0.9,
+            seed=seeds,
+            offset=offsets,
+        )
 
     compiled = torch.compile(fn, mode="reduce-overhead", fullgraph=True)
     for shift in range(4):
@@ -91,7 +127,9 @@ def test_no_host_sync_on_the_sampling_path():
     logits, bias, positions, seeds, offsets = [t.cuda() for t in _inputs(8, 32000)]
     torch.cuda.set_sync_debug_mode("error")
     try:
-        tsdi_ext.sample(logits, bias=bias, positions=positions, seed=seeds, offset=offsets, top_p=0.9)
+        tsdi_ext.sample(
+            logits, bias=bias, positions=positions, seed=seeds, offset=offsets, top_p=0.9
+        )
         tsdi_ext.sampling_probs(logits, bias=bias, positions=positions, top_p=0.9)
     finally:
         torch.cuda.set_sync_debug_mode("default")
@@ -107,8 +145,13 @@ def test_millions_of_draws_match_the_distribution():
     tokens = []
     rows = 50_000  # a broadcast [rows, V] view (row stride 0): no copies; B <= 65535 per call
     for chunk in range(0, draws, rows):
-        t, _ = tsdi_ext.sample(logits.expand(rows, vocab), temperature=0.7, top_p=0.8, seed=9,
-                               offset=torch.arange(chunk, chunk + rows, device="cuda"))
+        t, _ = tsdi_ext.sample(
+            logits.expand(rows, vocab),
+            temperature=0.7,
+            top_p=0.8,
+            seed=9,
+            offset=torch.arange(chunk, chunk + rows, device="cuda"),
+        )
         assert (probs[t] > 0).all()  # never outside the nucleus
         tokens.append(t)
     assert chi_square_p_value(torch.cat(tokens).cpu(), probs) > MIN_P_VALUE

@@ -33,13 +33,19 @@ API = [
 # (kwargs builder, exception type, message regex): bad arguments common to both functions.
 BAD_COMMON = {
     "logits_not_tensor": (
-        lambda: dict(logits=[[0.0] * V] * B), TypeError, r"logits must be a torch\.Tensor, got list"
+        lambda: dict(logits=[[0.0] * V] * B),
+        TypeError,
+        r"logits must be a torch\.Tensor, got list",
     ),
     "logits_numpy": (
-        lambda: dict(logits=logits().numpy()), TypeError, r"logits must be a torch\.Tensor, got ndarray"
+        lambda: dict(logits=logits().numpy()),
+        TypeError,
+        r"logits must be a torch\.Tensor, got ndarray",
     ),
     "logits_1d": (
-        lambda: dict(logits=torch.randn(V)), ValueError, r"logits must be \[B, V\] \(2-D\), got shape \(11,\)"
+        lambda: dict(logits=torch.randn(V)),
+        ValueError,
+        r"logits must be \[B, V\] \(2-D\), got shape \(11,\)",
     ),
     "logits_3d": (
         lambda: dict(logits=torch.randn(2, B, V)),
@@ -57,10 +63,14 @@ BAD_COMMON = {
         r"logits must be float32, float16 or bfloat16, got torch\.float64",
     ),
     "empty_vocab": (
-        lambda: dict(logits=torch.zeros(B, 0)), ValueError, r"logits have an empty vocabulary \(V == 0\)"
+        lambda: dict(logits=torch.zeros(B, 0)),
+        ValueError,
+        r"logits have an empty vocabulary \(V == 0\)",
     ),
     "bias_not_tensor": (
-        lambda: dict(bias=[0.0] * V), TypeError, r"bias must be a torch\.Tensor or None, got list"
+        lambda: dict(bias=[0.0] * V),
+        TypeError,
+        r"bias must be a torch\.Tensor or None, got list",
     ),
     "bias_float64": (
         lambda: dict(bias=torch.zeros(V, dtype=torch.float64)),
@@ -158,9 +168,21 @@ BAD_COMMON = {
         r"temperature must be >= 0 \(0 means greedy\), got nan",
     ),
     "top_p_nan": (lambda: dict(top_p=math.nan), ValueError, r"top_p must be a number, got NaN"),
-    "alpha_inf": (lambda: dict(alpha=math.inf), ValueError, r"alpha must be finite \(in float32\), got inf"),
-    "alpha_minus_inf": (lambda: dict(alpha=-math.inf), ValueError, r"alpha must be finite \(in float32\), got -inf"),
-    "alpha_nan": (lambda: dict(alpha=math.nan), ValueError, r"alpha must be finite \(in float32\), got nan"),
+    "alpha_inf": (
+        lambda: dict(alpha=math.inf),
+        ValueError,
+        r"alpha must be finite \(in float32\), got inf",
+    ),
+    "alpha_minus_inf": (
+        lambda: dict(alpha=-math.inf),
+        ValueError,
+        r"alpha must be finite \(in float32\), got -inf",
+    ),
+    "alpha_nan": (
+        lambda: dict(alpha=math.nan),
+        ValueError,
+        r"alpha must be finite \(in float32\), got nan",
+    ),
     "backend_unknown": (
         lambda: dict(backend="gpu"),
         ValueError,
@@ -197,7 +219,9 @@ BAD_COMMON = {
 # Bad arguments of the draw (sample only).
 BAD_DRAW = {
     "seed_too_large": (
-        lambda: dict(seed=2**64), ValueError, r"seed must fit in 64 bits, got 18446744073709551616"
+        lambda: dict(seed=2**64),
+        ValueError,
+        r"seed must fit in 64 bits, got 18446744073709551616",
     ),
     "seed_too_small": (
         lambda: dict(seed=-(2**63) - 1),
@@ -205,13 +229,19 @@ BAD_DRAW = {
         r"seed must fit in 64 bits, got -9223372036854775809",
     ),
     "offset_too_large": (
-        lambda: dict(offset=2**70), ValueError, r"offset must fit in 64 bits, got 1180591620717411303424"
+        lambda: dict(offset=2**70),
+        ValueError,
+        r"offset must fit in 64 bits, got 1180591620717411303424",
     ),
     "seed_float": (
-        lambda: dict(seed=1.0), TypeError, r"seed must be an int or a \[B\] int64 tensor, got float"
+        lambda: dict(seed=1.0),
+        TypeError,
+        r"seed must be an int or a \[B\] int64 tensor, got float",
     ),
     "seed_bool": (
-        lambda: dict(seed=True), TypeError, r"seed must be an int or a \[B\] int64 tensor, got bool"
+        lambda: dict(seed=True),
+        TypeError,
+        r"seed must be an int or a \[B\] int64 tensor, got bool",
     ),
     "seed_int32": (
         lambda: dict(seed=torch.zeros(B, dtype=torch.int32)),
@@ -277,12 +307,18 @@ def test_empty_batch(backend):
         assert probs.dtype == torch.float32 and probs.shape == (0, vocab)
         # With every optional tensor present (all of length B = 0).
         full = dict(
-            bias=torch.zeros(2, vocab), positions=torch.zeros(0, dtype=torch.int64),
-            alpha=torch.zeros(0), temperature=torch.zeros(0), top_p=torch.zeros(0),
+            bias=torch.zeros(2, vocab),
+            positions=torch.zeros(0, dtype=torch.int64),
+            alpha=torch.zeros(0),
+            temperature=torch.zeros(0),
+            top_p=torch.zeros(0),
         )
         tokens, valid = tsdi_ext.sample(
-            x.half(), seed=torch.zeros(0, dtype=torch.int64),
-            offset=torch.zeros(0, dtype=torch.int64), backend=backend, **full,
+            x.half(),
+            seed=torch.zeros(0, dtype=torch.int64),
+            offset=torch.zeros(0, dtype=torch.int64),
+            backend=backend,
+            **full,
         )
         assert tokens.shape == (0,) and tokens.dtype == torch.int64 and valid.dtype == torch.bool
         assert tsdi_ext.sampling_probs(x.half(), backend=backend, **full).shape == (0, vocab)
@@ -337,7 +373,9 @@ STRICT_CASES = {
 def test_strict_names_invalid_rows(fn, case, backend):
     build, message = STRICT_CASES[case]
     x, kwargs = build(logits())
-    with pytest.raises(ValueError, match=r"^tsdi_ext: 1 invalid row\(s\) with strict=True: " + message):
+    with pytest.raises(
+        ValueError, match=r"^tsdi_ext: 1 invalid row\(s\) with strict=True: " + message
+    ):
         fn(x, strict=True, backend=backend, **kwargs)
     # Without strict the same call returns, with the row marked invalid.
     out = fn(x, backend=backend, **kwargs)
@@ -349,7 +387,9 @@ def test_strict_lists_several_rows():
     x = logits()
     x[0, 3] = math.nan
     x[2] = -math.inf
-    with pytest.raises(ValueError, match=r"2 invalid row\(s\).*row 0 cannot.*NaN.*; row 2 cannot.*-inf"):
+    with pytest.raises(
+        ValueError, match=r"2 invalid row\(s\).*row 0 cannot.*NaN.*; row 2 cannot.*-inf"
+    ):
         tsdi_ext.sample(x, strict=True)
 
 
@@ -357,8 +397,11 @@ def test_strict_lists_several_rows():
 def test_strict_accepts_valid_input(backend):
     x = logits()
     kwargs = dict(
-        bias=table(), positions=positions(), alpha=torch.tensor([0.5, 1.0, 2.0]),
-        temperature=torch.tensor([0.0, 1.0, 1e-3]), top_p=0.9,
+        bias=table(),
+        positions=positions(),
+        alpha=torch.tensor([0.5, 1.0, 2.0]),
+        temperature=torch.tensor([0.0, 1.0, 1e-3]),
+        top_p=0.9,
     )
     tokens, valid = tsdi_ext.sample(x, seed=4, offset=5, strict=True, backend=backend, **kwargs)
     assert bool(valid.all())
@@ -373,7 +416,9 @@ def test_non_contiguous_positions_are_accepted():
     assert not strided.is_contiguous()
     for backend in ("torch", "auto"):
         got = tsdi_ext.sampling_probs(x, bias=table(), positions=strided, backend=backend)
-        want = tsdi_ext.sampling_probs(x, bias=table(), positions=strided.contiguous(), backend=backend)
+        want = tsdi_ext.sampling_probs(
+            x, bias=table(), positions=strided.contiguous(), backend=backend
+        )
         assert torch.equal(got, want)
 
 
@@ -394,63 +439,98 @@ def raw_probs(x, bias=None, positions=None, **row):
 
 
 RAW_BAD = {
-    "logits_1d": (lambda: raw_sample(torch.randn(V)), ValueError, r"logits must be \[B, V\], got shape \[11\]"),
+    "logits_1d": (
+        lambda: raw_sample(torch.randn(V)),
+        ValueError,
+        r"logits must be \[B, V\], got shape \[11\]",
+    ),
     "logits_3d": (
-        lambda: raw_probs(torch.randn(2, B, V)), ValueError, r"logits must be \[B, V\], got shape \[2, 3, 11\]"
+        lambda: raw_probs(torch.randn(2, B, V)),
+        ValueError,
+        r"logits must be \[B, V\], got shape \[2, 3, 11\]",
     ),
     "logits_float64": (
-        lambda: raw_sample(logits().double()), TypeError, r"logits must be float32, float16 or bfloat16"
+        lambda: raw_sample(logits().double()),
+        TypeError,
+        r"logits must be float32, float16 or bfloat16",
     ),
     "logits_int64": (
-        lambda: raw_probs(torch.zeros(B, V, dtype=torch.int64)), TypeError, r"logits must be float32"
+        lambda: raw_probs(torch.zeros(B, V, dtype=torch.int64)),
+        TypeError,
+        r"logits must be float32",
     ),
     "empty_vocab": (
-        lambda: raw_sample(torch.zeros(B, 0)), ValueError, r"logits have an empty vocabulary"
+        lambda: raw_sample(torch.zeros(B, 0)),
+        ValueError,
+        r"logits have an empty vocabulary",
     ),
     "bias_vocab_mismatch": (
-        lambda: raw_sample(logits(), torch.zeros(V - 1)), ValueError,
+        lambda: raw_sample(logits(), torch.zeros(V - 1)),
+        ValueError,
         r"bias has vocabulary size 10 but logits have 11",
     ),
     "bias_3d": (
-        lambda: raw_probs(logits(), torch.zeros(1, 2, V), positions()), ValueError,
+        lambda: raw_probs(logits(), torch.zeros(1, 2, V), positions()),
+        ValueError,
         r"bias must be \[V\] or \[L, V\]",
     ),
     "bias_float16": (
-        lambda: raw_sample(logits(), torch.zeros(V, dtype=torch.float16)), TypeError,
+        lambda: raw_sample(logits(), torch.zeros(V, dtype=torch.float16)),
+        TypeError,
         r"bias must be float32",
     ),
     "table_without_positions": (
-        lambda: raw_probs(logits(), table()), ValueError, r"positions \(\[B\] int64\) are required",
+        lambda: raw_probs(logits(), table()),
+        ValueError,
+        r"positions \(\[B\] int64\) are required",
     ),
     "positions_wrong_length": (
-        lambda: raw_sample(logits(), table(), torch.zeros(B + 3, dtype=torch.int64)), ValueError,
+        lambda: raw_sample(logits(), table(), torch.zeros(B + 3, dtype=torch.int64)),
+        ValueError,
         r"positions must be a Python scalar or a \[B\] tensor with B = 3",
     ),
     "positions_int32": (
-        lambda: raw_probs(logits(), table(), positions().int()), TypeError, r"positions must have dtype",
+        lambda: raw_probs(logits(), table(), positions().int()),
+        TypeError,
+        r"positions must have dtype",
     ),
     "temperature_wrong_length": (
-        lambda: raw_sample(logits(), temperature=torch.ones(1)), ValueError,
+        lambda: raw_sample(logits(), temperature=torch.ones(1)),
+        ValueError,
         r"temperature must be a Python scalar or a \[B\] tensor with B = 3",
     ),
     "seed_int32": (
-        lambda: raw_sample(logits(), seed=torch.zeros(B, dtype=torch.int32)), TypeError,
+        lambda: raw_sample(logits(), seed=torch.zeros(B, dtype=torch.int32)),
+        TypeError,
         r"seed must have dtype",
     ),
     "negative_temperature": (
-        lambda: raw_sample(logits(), temperature=-1.0), ValueError, r"temperature must be >= 0",
+        lambda: raw_sample(logits(), temperature=-1.0),
+        ValueError,
+        r"temperature must be >= 0",
     ),
     "nan_top_p": (lambda: raw_sample(logits(), top_p=math.nan), ValueError, r"top_p is NaN"),
-    "infinite_alpha": (lambda: raw_probs(logits(), alpha=math.inf), ValueError, r"alpha must be finite"),
-    "alpha_beyond_float32": (lambda: raw_sample(logits(), alpha=1e39), ValueError, r"alpha must be finite"),
+    "infinite_alpha": (
+        lambda: raw_probs(logits(), alpha=math.inf),
+        ValueError,
+        r"alpha must be finite",
+    ),
+    "alpha_beyond_float32": (
+        lambda: raw_sample(logits(), alpha=1e39),
+        ValueError,
+        r"alpha must be finite",
+    ),
     "row_lists_too_short": (
-        lambda: torch.ops.tsdi_ext.sample.default(logits(), None, None, [None], [1.0], [0]), ValueError,
+        lambda: torch.ops.tsdi_ext.sample.default(logits(), None, None, [None], [1.0], [0]),
+        ValueError,
         r"the per-row arguments are \(alpha, temperature, top_p, seed, offset\): expected 5 tensors",
     ),
     "row_lists_too_long": (
         lambda: torch.ops.tsdi_ext.sampling_probs.default(
             logits(), None, None, [None] * 6, [1.0] * 4, [0] * 2
-        ), ValueError, r"the per-row arguments are",
+        ),
+        ValueError,
+        r"the per-row arguments are",
     ),
 }
 

@@ -30,7 +30,9 @@ def assert_same_nucleus(got, want):
             extra = side[differs[row] & (side > 0)]
             if extra.numel():
                 smallest = side[side > 0].min()
-                assert (extra <= smallest * (1 + 1e-4)).all(), f"row {row}: not a boundary difference"
+                assert (extra <= smallest * (1 + 1e-4)).all(), (
+                    f"row {row}: not a boundary difference"
+                )
     return differs
 
 
@@ -110,7 +112,11 @@ def test_per_row_parameters(device):
     top_p = torch.rand(batch, generator=g)
     top_p[::4] = 1.0
     check_against_reference(
-        logits, bias=bias.to(device), positions=positions, alpha=alpha, temperature=temperature,
+        logits,
+        bias=bias.to(device),
+        positions=positions,
+        alpha=alpha,
+        temperature=temperature,
         top_p=top_p,
     )
 
@@ -170,7 +176,9 @@ def test_tokens_independent_of_batch_composition(device):
     offsets = torch.arange(20, device=device) + 100
     tokens, _ = tsdi_ext.sample(logits, seed=5, offset=offsets, top_p=0.9)
     permutation = torch.randperm(20, generator=torch.Generator().manual_seed(0)).to(device)
-    shuffled, _ = tsdi_ext.sample(logits[permutation], seed=5, offset=offsets[permutation], top_p=0.9)
+    shuffled, _ = tsdi_ext.sample(
+        logits[permutation], seed=5, offset=offsets[permutation], top_p=0.9
+    )
     assert torch.equal(shuffled, tokens[permutation])
     single, _ = tsdi_ext.sample(logits[3:4], seed=5, offset=int(offsets[3]), top_p=0.9)
     assert single.item() == tokens[3].item()

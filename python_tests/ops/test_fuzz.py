@@ -30,10 +30,14 @@ FUZZ_SETTINGS = settings(
 
 # Per-row float32 values: anything, NaN and infinities included.
 any_float32 = st.one_of(
-    st.sampled_from([0.0, -0.0, 1e-45, 1e-30, 1.0, -1.0, 1e30, -1e30, math.inf, -math.inf, math.nan]),
+    st.sampled_from(
+        [0.0, -0.0, 1e-45, 1e-30, 1.0, -1.0, 1e30, -1e30, math.inf, -math.inf, math.nan]
+    ),
     st.floats(width=32),
 )
-int64 = st.one_of(st.sampled_from([0, 1, -1, INT64_MIN, INT64_MAX]), st.integers(INT64_MIN, INT64_MAX))
+int64 = st.one_of(
+    st.sampled_from([0, 1, -1, INT64_MIN, INT64_MAX]), st.integers(INT64_MIN, INT64_MAX)
+)
 
 
 def with_specials(draw, values, specials_pool, max_size):
@@ -235,7 +239,9 @@ def test_debias_rounding_matches_reference():
     def outcome(backend):
         return (
             tsdi_ext.sample(logits, bias=bias, alpha=2.0, backend=backend)[1].tolist(),
-            tsdi_ext.sample(ties, bias=tie_bias, alpha=0.7, temperature=0.0, backend=backend)[0].tolist(),
+            tsdi_ext.sample(ties, bias=tie_bias, alpha=0.7, temperature=0.0, backend=backend)[
+                0
+            ].tolist(),
             tsdi_ext.sampling_probs(
                 ties, bias=tie_bias, alpha=0.7, temperature=0.0, backend=backend
             ).tolist(),

@@ -48,7 +48,9 @@ def distinct_grid_logits(batch, vocab, seed):
     without replacement with Gaussian (std 3) weights. Distinct values are >= 2**-12 apart, so after
     ``/ T`` (T <= 1.5) and ``- max`` they stay >= 1.6e-4 apart, far above float32 rounding."""
     g = torch.Generator().manual_seed(seed)
-    index = torch.multinomial(_GRID_WEIGHTS.expand(batch, -1), vocab, replacement=False, generator=g)
+    index = torch.multinomial(
+        _GRID_WEIGHTS.expand(batch, -1), vocab, replacement=False, generator=g
+    )
     return _GRID_VALUES[index].float()
 
 
@@ -145,8 +147,12 @@ def test_hf_kept_set_with_bias_table(device, vocab):
     assert torch.equal(hf_scores, d)
     want = hf_kept(hf_scores, temperature, top_p)
     got = tsdi_ext.sampling_probs(
-        logits.to(device), bias=table.to(device), positions=positions.to(device),
-        alpha=alpha.to(device), temperature=temperature, top_p=top_p,
+        logits.to(device),
+        bias=table.to(device),
+        positions=positions.to(device),
+        alpha=alpha.to(device),
+        temperature=temperature,
+        top_p=top_p,
     )
     assert_same_kept(got, want)
 

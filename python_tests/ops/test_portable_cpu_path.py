@@ -16,9 +16,22 @@ TESTS = Path(__file__).resolve().parent
 def test_portable_loops_match_reference():
     env = dict(os.environ, TSDI_EXT_CPU_PORTABLE="1")
     result = subprocess.run(
-        [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(TESTS / "test_fused_vs_reference.py"), "-k", "cpu and not V262144 and not V128256"],
-        env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(TESTS / "test_fused_vs_reference.py"),
+            "-k",
+            "cpu and not V262144 and not V128256",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

@@ -50,7 +50,9 @@ def test_top_p_limits_and_greedy():
     logits = torch.tensor([[1.0, 3.0, 3.0, 2.0]])
     assert (reference.sampling_probs(logits, top_p=1.0) > 0).all()
     # top_p <= 0 keeps the maximum with its ties; greedy takes the first argmax.
-    assert (reference.sampling_probs(logits, top_p=0.0) > 0).tolist() == [[False, True, True, False]]
+    assert (reference.sampling_probs(logits, top_p=0.0) > 0).tolist() == [
+        [False, True, True, False]
+    ]
     tokens, valid = reference.sample(logits, temperature=0.0)
     assert tokens.tolist() == [1] and valid.tolist() == [True]
     assert reference.sampling_probs(logits, temperature=0.0).tolist() == [[0.0, 1.0, 0.0, 0.0]]
@@ -64,7 +66,9 @@ def test_bias_positions_and_table_end():
     assert d.tolist() == [[-5, 0, 0, 0], [0, -5, 0, 0], [0, 0, 0, 0]]
     assert not bad.any()
     # A row beyond the table ignores alpha entirely, even a NaN one.
-    d, _ = reference.debiased_logits(logits, bias, positions, alpha=torch.tensor([1.0, 1.0, math.nan]))
+    d, _ = reference.debiased_logits(
+        logits, bias, positions, alpha=torch.tensor([1.0, 1.0, math.nan])
+    )
     assert not torch.isnan(d[2]).any()
 
 

@@ -109,7 +109,9 @@ def test_draws_stay_in_nucleus(device, kind, top_p):
         )
         assert ((tokens >= 0) & (tokens < vocab)).all()
         outside = tokens[probs[row, tokens] <= 0]
-        assert outside.numel() == 0, f"row {row}: tokens {outside.unique().tolist()} outside nucleus"
+        assert outside.numel() == 0, (
+            f"row {row}: tokens {outside.unique().tolist()} outside nucleus"
+        )
         kept = probs[row] > 0
         if kind == "ties" and float(probs[row][kept].min()) * draws_per_row >= 20:
             # Ties at the threshold are kept, and the draw reaches all of them (each kept token is
@@ -167,7 +169,11 @@ def test_greedy_returns_first_argmax(device, kind, dtype):
         assert int((d == d.max(dim=1, keepdim=True).values).sum(dim=1).min()) > 1
     for seed in (0, 1, 2**63 + 5):
         tokens, valid = tsdi_ext.sample(
-            logits, temperature=0.0, top_p=0.3, seed=seed, offset=torch.arange(rows, device=device),
+            logits,
+            temperature=0.0,
+            top_p=0.3,
+            seed=seed,
+            offset=torch.arange(rows, device=device),
             **bias_args,
         )
         assert bool(valid.all())

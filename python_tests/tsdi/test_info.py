@@ -7,8 +7,8 @@ import torch
 
 import tsdi_ext
 from tsdi_ext import info
-from tsdi_ext.ops import _native
 from tsdi_ext.cli import main
+from tsdi_ext.ops import _native
 
 
 def test_report_names_versions_and_backends():
@@ -50,23 +50,39 @@ def test_package_data_is_installed():
     "package_version,torch_version,torch_cuda,expected",
     [
         # A CUDA wheel next to a CPU torch: the loader only says a CUDA library is missing.
-        ("0.1.0+cu130.torch2.11", "2.13.0+cpu", None,
-         "built for torch 2.11 with CUDA 13.0, but torch 2.13.0+cpu (no CUDA) is running: install "
-         "the wheel for this torch (+cpu.torch2.13)"),
+        (
+            "0.1.0+cu130.torch2.11",
+            "2.13.0+cpu",
+            None,
+            "built for torch 2.11 with CUDA 13.0, but torch 2.13.0+cpu (no CUDA) is running: install "
+            "the wheel for this torch (+cpu.torch2.13)",
+        ),
         # Same flavour, another torch series.
-        ("0.1.0+cpu.torch2.13", "2.11.0+cpu", None,
-         "built for torch 2.13 with no CUDA, but torch 2.11.0+cpu (no CUDA) is running: install the "
-         "wheel for this torch (+cpu.torch2.11)"),
+        (
+            "0.1.0+cpu.torch2.13",
+            "2.11.0+cpu",
+            None,
+            "built for torch 2.13 with no CUDA, but torch 2.11.0+cpu (no CUDA) is running: install the "
+            "wheel for this torch (+cpu.torch2.11)",
+        ),
         # Another CUDA major version.
-        ("0.1.0+cu126.torch2.11", "2.11.0+cu130", "13.0",
-         "built for torch 2.11 with CUDA 12.6, but torch 2.11.0+cu130 (CUDA 13.0) is running: "
-         "install the wheel for this torch (+cu130.torch2.11)"),
+        (
+            "0.1.0+cu126.torch2.11",
+            "2.11.0+cu130",
+            "13.0",
+            "built for torch 2.11 with CUDA 12.6, but torch 2.11.0+cu130 (CUDA 13.0) is running: "
+            "install the wheel for this torch (+cu130.torch2.11)",
+        ),
     ],
 )
-def test_import_failure_names_the_wheel_and_the_torch(package_version, torch_version, torch_cuda, expected):
+def test_import_failure_names_the_wheel_and_the_torch(
+    package_version, torch_version, torch_cuda, expected
+):
     error = ImportError("libc10_cuda.so: cannot open shared object file")
     explained = _native.explain_import_failure(error, package_version, torch_version, torch_cuda)
-    assert str(explained).startswith("libc10_cuda.so: cannot open shared object file. This tsdi_ext wheel")
+    assert str(explained).startswith(
+        "libc10_cuda.so: cannot open shared object file. This tsdi_ext wheel"
+    )
     assert expected in str(explained)
 
 
@@ -76,7 +92,10 @@ def test_import_failure_without_a_wheel_label():
     assert _native.explain_import_failure(plain, "0.1.0", "2.13.0", None) is plain
     assert _native.explain_import_failure(plain, None, "2.13.0", None) is plain
     # A CPU wheel on a CUDA torch of its series loads and works: nothing to add.
-    assert _native.explain_import_failure(plain, "0.1.0+cpu.torch2.13", "2.13.0+cu130", "13.0") is plain
+    assert (
+        _native.explain_import_failure(plain, "0.1.0+cpu.torch2.13", "2.13.0+cu130", "13.0")
+        is plain
+    )
     symbol = ImportError("_C.so: undefined symbol: _ZN3c104cuda9SetDeviceEi")
     explained = _native.explain_import_failure(symbol, "0.1.0", "2.12.0", None)
     assert "compiled against a different torch than the one installed (2.12.0)" in str(explained)

@@ -24,8 +24,16 @@ def run_python(code: str) -> str:
 
 def test_basic_flow_is_one_import():
     for name in (
-        "sample", "sampling_probs", "BACKENDS", "estimate_bias", "BiasTable", "BiasFileError",
-        "generate", "decode", "Generation", "load_model",
+        "sample",
+        "sampling_probs",
+        "BACKENDS",
+        "estimate_bias",
+        "BiasTable",
+        "BiasFileError",
+        "generate",
+        "decode",
+        "Generation",
+        "load_model",
     ):
         assert hasattr(tsdi_ext, name), name
         assert name in tsdi_ext.__all__, name
@@ -42,17 +50,22 @@ def test_optional_parts_import_lazily():
         "from tsdi_ext import *\n"
         "print(eval('1 + 1'))\n"  # the star import leaves the builtin eval alone
     )
-    assert shown.splitlines() == [
-        "[]", "TSDILogitsProcessor run_sweep report", "True True", "2"
-    ]
+    assert shown.splitlines() == ["[]", "TSDILogitsProcessor run_sweep report", "True True", "2"]
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         tsdi_ext.nothing_here  # noqa: B018
 
 
 def test_core_does_not_import_the_evaluation_harness():
     core = [
-        "tsdi_ext", "tsdi_ext.ops", "tsdi_ext.ops.reference", "tsdi_ext.bias", "tsdi_ext.generation",
-        "tsdi_ext.models", "tsdi_ext.hf", "tsdi_ext.info", "tsdi_ext.cli",
+        "tsdi_ext",
+        "tsdi_ext.ops",
+        "tsdi_ext.ops.reference",
+        "tsdi_ext.bias",
+        "tsdi_ext.generation",
+        "tsdi_ext.models",
+        "tsdi_ext.hf",
+        "tsdi_ext.info",
+        "tsdi_ext.cli",
     ]
     shown = run_python(
         "import importlib, sys\n"
@@ -65,10 +78,21 @@ def test_core_does_not_import_the_evaluation_harness():
 @pytest.mark.parametrize(
     "module",
     [
-        "tsdi_ext.ops.sampling", "tsdi_ext.ops.reference", "tsdi_ext.ops.params", "tsdi_ext.bias",
-        "tsdi_ext.generation", "tsdi_ext.models", "tsdi_ext.hf", "tsdi_ext.info", "tsdi_ext.cli",
-        "tsdi_ext.eval", "tsdi_ext.eval.sweep", "tsdi_ext.eval.prompts", "tsdi_ext.eval.refusal",
-        "tsdi_ext.eval.stats", "tsdi_ext.eval.report",
+        "tsdi_ext.ops.sampling",
+        "tsdi_ext.ops.reference",
+        "tsdi_ext.ops.params",
+        "tsdi_ext.bias",
+        "tsdi_ext.generation",
+        "tsdi_ext.models",
+        "tsdi_ext.hf",
+        "tsdi_ext.info",
+        "tsdi_ext.cli",
+        "tsdi_ext.eval",
+        "tsdi_ext.eval.sweep",
+        "tsdi_ext.eval.prompts",
+        "tsdi_ext.eval.refusal",
+        "tsdi_ext.eval.stats",
+        "tsdi_ext.eval.report",
     ],
 )
 def test_each_module_imports_first(module):
@@ -84,7 +108,10 @@ def test_wheel_ships_the_library_only():
         assert not [f for f in files if unwanted in f], unwanted
     # Package data only where a module reads it.
     data = sorted(f for f in files if f.endswith(".txt") and "dist-info" not in f)
-    assert data == ["tsdi_ext/data/random_prompt_corpus.txt", "tsdi_ext/eval/data/benign_prompts.txt"]
+    assert data == [
+        "tsdi_ext/data/random_prompt_corpus.txt",
+        "tsdi_ext/eval/data/benign_prompts.txt",
+    ]
 
 
 def test_extension_and_front_end_list_the_same_row_parameters():

@@ -11,7 +11,13 @@ import torch
 from transformers import LogitsProcessorList, TextIteratorStreamer
 
 import tsdi_ext
-from tsdi_ext.bias import BiasFileError, BiasTable, estimate_bias, random_prompt_sequences, tokenizer_hash
+from tsdi_ext.bias import (
+    BiasFileError,
+    BiasTable,
+    estimate_bias,
+    random_prompt_sequences,
+    tokenizer_hash,
+)
 from tsdi_ext.generation import decode, generate, prepare_prompts
 from tsdi_ext.hf import TSDILogitsProcessor, tsdi_generate
 
@@ -36,16 +42,28 @@ def direct_bias(aligned, reference, tokenizer, *, score="logprob", **settings):
     rows = []
     with torch.no_grad():
         for seq in sequences:
+
             def scores(model):
-                logits = model(input_ids=seq[None]).logits[0, start - 1 : start - 1 + length].double()
-                return torch.log_softmax(logits, -1) if score == "logprob" else torch.softmax(logits, -1)
+                logits = (
+                    model(input_ids=seq[None]).logits[0, start - 1 : start - 1 + length].double()
+                )
+                return (
+                    torch.log_softmax(logits, -1)
+                    if score == "logprob"
+                    else torch.softmax(logits, -1)
+                )
+
             a = scores(aligned)
-            rows.append(a - (scores(reference) if reference is not None else a.mean(-1, keepdim=True)))
+            rows.append(
+                a - (scores(reference) if reference is not None else a.mean(-1, keepdim=True))
+            )
     bias = torch.stack(rows).mean(0)
     return bias.clamp(min=0) if reference is None else bias
 
 
-SETTINGS = dict(num_prompts=11, prompt_length=6, length=4, pool="corpus", chat_template=True, seed=3)
+SETTINGS = dict(
+    num_prompts=11, prompt_length=6, length=4, pool="corpus", chat_template=True, seed=3
+)
 
 
 @pytest.mark.parametrize("score", ["logprob", "prob"])
@@ -53,12 +71,16 @@ SETTINGS = dict(num_prompts=11, prompt_length=6, length=4, pool="corpus", chat_t
 def test_estimate_matches_direct_computation(models, tokenizer, score, with_reference):
     aligned, reference = models
     reference = reference if with_reference else None
-    table = estimate_bias(aligned, reference, tokenizer, batch_size=4, score=score, progress=False, **SETTINGS)
+    table = estimate_bias(
+        aligned, reference, tokenizer, batch_size=4, score=score, progress=False, **SETTINGS
+    )
     assert table.bias.shape == (SETTINGS["length"], aligned.config.vocab_size)
     assert table.bias.dtype == torch.float32
     want = direct_bias(aligned, reference, tokenizer, score=score, **SETTINGS).float()
     torch.testing.assert_close(table.bias, want, atol=2e-5, rtol=1e-4)
-    assert table.metadata["variant"] == ("aligned-minus-reference" if with_reference else "reference-free")
+    assert table.metadata["variant"] == (
+        "aligned-minus-reference" if with_reference else "reference-free"
+    )
     assert table.metadata["settings"]["num_prompts"] == 11
 
 
@@ -134,8 +156,14 @@ def manual_decode(model, tokenizer, prompts, bias, *, alpha, temperature, top_p,
         for step in range(steps):
             logits = model(input_ids=seq).logits[:, -1].float()
             token, _ = tsdi_ext.sample(
-                logits, bias=bias, positions=torch.tensor([step]), alpha=alpha,
-                temperature=temperature, top_p=top_p, seed=seed + row, offset=step,
+                logits,
+                bias=bias,
+                positions=torch.tensor([step]),
+                alpha=alpha,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed + row,
+                offset=step,
             )
             tokens.append(int(token))
             if int(token) == tokenizer.eos_token_id:
@@ -151,10 +179,28 @@ def test_generate_equals_step_by_step_decoding(tokenizer, make_model, temperatur
     model = make_model(0)
     bias = torch.randn(3, model.config.vocab_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        want = manual_decode(model, tokenizer, PROMPTS, bias, alpha=0.8, temperature=temperature,
-                             top_p=top_p, steps=6, seed=5)
-        got = generate(model, tokenizer, PROMPTS, bias=bias, alpha=0.8, temperature=temperature,
-                       top_p=top_p, max_new_tokens=6, seed=5)
+        want = manual_decode(
+            model,
+            tokenizer,
+            PROMPTS,
+            bias,
+            alpha=0.8,
+            temperature=temperature,
+            top_p=top_p,
+            steps=6,
+            seed=5,
+        )
+        got = generate(
+            model,
+            tokenizer,
+            PROMPTS,
+            bias=bias,
+            alpha=0.8,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=6,
+            seed=5,
+        )
     for row, tokens in enumerate(want):
         assert got.tokens[row, : len(tokens)].tolist() == tokens
         assert got.lengths[row] == len(tokens)
@@ -166,9 +212,16 @@ def test_rows_stop_independently_and_stream(tokenizer):
     free = decode(model, ids, mask, max_new_tokens=6)
     stop_token = int(free.tokens[0, 2])  # row 0 ends at its third token
     streamed = []
-    result = decode(model, ids, mask, max_new_tokens=6, eos_token_ids=[stop_token], pad_token_id=0,
-                    on_tokens=streamed.append)
-    assert result.lengths[0] <= 3 and (result.tokens[0, result.lengths[0]:] == 0).all()
+    result = decode(
+        model,
+        ids,
+        mask,
+        max_new_tokens=6,
+        eos_token_ids=[stop_token],
+        pad_token_id=0,
+        on_tokens=streamed.append,
+    )
+    assert result.lengths[0] <= 3 and (result.tokens[0, result.lengths[0] :] == 0).all()
     for row in range(len(PROMPTS)):
         n = int(result.lengths[row])
         assert result.tokens[row, :n].tolist() == free.tokens[row, :n].tolist()
@@ -180,33 +233,78 @@ def test_logits_processor_matches_fused_path(models, tokenizer):
     table = estimate_bias(aligned, reference, tokenizer, num_prompts=16, length=4, progress=False)
     ids, mask = prepare_prompts(tokenizer, PROMPTS)
     processor = TSDILogitsProcessor(table, prompt_length=ids.shape[1], alpha=1.0)
-    hf = aligned.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=6,
-                          logits_processor=LogitsProcessorList([processor]), pad_token_id=0, eos_token_id=2)
+    hf = aligned.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=6,
+        logits_processor=LogitsProcessorList([processor]),
+        pad_token_id=0,
+        eos_token_id=2,
+    )
     ours = decode(aligned, ids, mask, bias=table, alpha=1.0, max_new_tokens=6, eos_token_ids=[2])
-    assert torch.equal(hf[:, ids.shape[1]:], ours.tokens[:, : hf.shape[1] - ids.shape[1]])
+    assert torch.equal(hf[:, ids.shape[1] :], ours.tokens[:, : hf.shape[1] - ids.shape[1]])
 
 
 def test_custom_generate_runs_fused_step_with_streamer(models, tokenizer):
     aligned, reference = models
     table = estimate_bias(aligned, reference, tokenizer, num_prompts=16, length=4, progress=False)
     ids, mask = prepare_prompts(tokenizer, PROMPTS)
-    out = aligned.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.8,
-                           top_p=0.9, top_k=0, max_new_tokens=5, pad_token_id=0, eos_token_id=2,
-                           custom_generate=tsdi_generate, tsdi_bias=table, tsdi_alpha=1.0, tsdi_seed=7)
-    ours = decode(aligned, ids, mask, bias=table, alpha=1.0, temperature=0.8, top_p=0.9,
-                  max_new_tokens=5, seed=7, eos_token_ids=[2])
-    assert torch.equal(out[:, ids.shape[1]:], ours.tokens)
+    out = aligned.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=True,
+        temperature=0.8,
+        top_p=0.9,
+        top_k=0,
+        max_new_tokens=5,
+        pad_token_id=0,
+        eos_token_id=2,
+        custom_generate=tsdi_generate,
+        tsdi_bias=table,
+        tsdi_alpha=1.0,
+        tsdi_seed=7,
+    )
+    ours = decode(
+        aligned,
+        ids,
+        mask,
+        bias=table,
+        alpha=1.0,
+        temperature=0.8,
+        top_p=0.9,
+        max_new_tokens=5,
+        seed=7,
+        eos_token_ids=[2],
+    )
+    assert torch.equal(out[:, ids.shape[1] :], ours.tokens)
     # transformers' streamers take one sequence at a time.
     one_ids, one_mask = prepare_prompts(tokenizer, PROMPTS[:1])
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    out = aligned.generate(input_ids=one_ids, attention_mask=one_mask, max_new_tokens=5, pad_token_id=0,
-                           eos_token_id=2, custom_generate=tsdi_generate, tsdi_bias=table,
-                           tsdi_streamer=streamer)
+    out = aligned.generate(
+        input_ids=one_ids,
+        attention_mask=one_mask,
+        max_new_tokens=5,
+        pad_token_id=0,
+        eos_token_id=2,
+        custom_generate=tsdi_generate,
+        tsdi_bias=table,
+        tsdi_streamer=streamer,
+    )
     streamed = "".join(streamer).strip()
-    assert streamed == tokenizer.decode(out[0, one_ids.shape[1]:], skip_special_tokens=True).strip()
+    assert (
+        streamed == tokenizer.decode(out[0, one_ids.shape[1] :], skip_special_tokens=True).strip()
+    )
     # Stopping criteria are honoured: max_length cuts the loop.
-    short = aligned.generate(input_ids=ids, attention_mask=mask, max_length=ids.shape[1] + 2,
-                             pad_token_id=0, eos_token_id=2, custom_generate=tsdi_generate, tsdi_bias=table)
+    short = aligned.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_length=ids.shape[1] + 2,
+        pad_token_id=0,
+        eos_token_id=2,
+        custom_generate=tsdi_generate,
+        tsdi_bias=table,
+    )
     assert short.shape[1] == ids.shape[1] + 2
 
 
@@ -215,14 +313,28 @@ def test_two_process_estimation_equals_one_process(tmp_path, tokenizer):
     # cwd elsewhere and -P: the workers import the installed tsdi_ext, not the source tree.
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(
-        [sys.executable, "-P", "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-         str(TESTS / "distributed_estimate.py"), str(out)],
-        check=True, env=env, capture_output=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            str(TESTS / "distributed_estimate.py"),
+            str(out),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     two = BiasTable.load(out, tokenizer=tokenizer)
     aligned, reference = tiny_llama(0), tiny_llama(1)
     prefer_token(aligned, tokenizer.convert_tokens_to_ids("sorry"), 2.0)
-    one = estimate_bias(aligned, reference, tokenizer, num_prompts=23, length=5, batch_size=4, progress=False)
+    one = estimate_bias(
+        aligned, reference, tokenizer, num_prompts=23, length=5, batch_size=4, progress=False
+    )
     assert two.metadata["world_size"] == 2
     torch.testing.assert_close(two.bias, one.bias, atol=1e-6, rtol=0)
 
@@ -238,15 +350,49 @@ def test_cli_estimate_inspect_generate(tmp_path, capsys):
     from tsdi_ext.cli import main
 
     bias = tmp_path / "b.safetensors"
-    assert main(["estimate", "--aligned", str(model_dir), "--reference", str(ref_dir), "--out", str(bias),
-                 "--num-prompts", "8", "--length", "3"]) == 0
+    assert (
+        main(
+            [
+                "estimate",
+                "--aligned",
+                str(model_dir),
+                "--reference",
+                str(ref_dir),
+                "--out",
+                str(bias),
+                "--num-prompts",
+                "8",
+                "--length",
+                "3",
+            ]
+        )
+        == 0
+    )
     table = BiasTable.load(bias, tokenizer=tokenizer)
     assert table.bias.shape == (3, 56)
-    assert main(["inspect", str(bias), "--model", str(model_dir), "--positions", "2", "--top", "3"]) == 0
+    assert (
+        main(["inspect", str(bias), "--model", str(model_dir), "--positions", "2", "--top", "3"])
+        == 0
+    )
     shown = capsys.readouterr().out
     assert "position 0: pushed down:" in shown and "position 1:" in shown
-    assert main(["generate", "--model", str(model_dir), "--bias", str(bias), "--prompt", "the river",
-                 "--compare", "--max-new-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(model_dir),
+                "--bias",
+                str(bias),
+                "--prompt",
+                "the river",
+                "--compare",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     shown = capsys.readouterr().out
     assert "[plain]" in shown and "[TSDI alpha=1.0]" in shown
     with pytest.raises(SystemExit):

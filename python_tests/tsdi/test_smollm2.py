@@ -28,7 +28,9 @@ def smollm2():
 @pytest.fixture(scope="module")
 def table(smollm2):
     model, tokenizer = smollm2
-    return estimate_bias(model, None, tokenizer, num_prompts=8, length=3, batch_size=8, progress=False)
+    return estimate_bias(
+        model, None, tokenizer, num_prompts=8, length=3, batch_size=8, progress=False
+    )
 
 
 def test_loads_offline_with_its_chat_template(smollm2):
@@ -64,9 +66,23 @@ def test_logits_processor_equals_fused_loop_on_smollm2(smollm2, table):
     model, tokenizer = smollm2
     ids, mask = prepare_prompts(tokenizer, PROMPTS)
     processor = TSDILogitsProcessor(table, prompt_length=ids.shape[1], alpha=0.5)
-    hf = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8,
-                        logits_processor=LogitsProcessorList([processor]), pad_token_id=tokenizer.pad_token_id)
-    ours = decode(model, ids, mask, bias=table, alpha=0.5, max_new_tokens=8,
-                  eos_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id)
-    new = hf[:, ids.shape[1]:]
+    hf = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=8,
+        logits_processor=LogitsProcessorList([processor]),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    ours = decode(
+        model,
+        ids,
+        mask,
+        bias=table,
+        alpha=0.5,
+        max_new_tokens=8,
+        eos_token_ids=[tokenizer.eos_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    new = hf[:, ids.shape[1] :]
     assert torch.equal(new, ours.tokens[:, : new.shape[1]])

@@ -18,8 +18,22 @@ from .stats import mcnemar_exact, mixture_gap, pareto_optimal, wilson_interval
 from .sweep import SweepConfig, rescore, response_nll, run_sweep, summarise, sweep_configs
 
 __all__ = [
-    "DatasetError", "PromptSet", "evaluation_sets", "PatternRefusalDetector", "load_scorer",
-    "format_rows", "plot_pareto", "write_table", "mcnemar_exact", "mixture_gap", "pareto_optimal",
-    "wilson_interval", "SweepConfig", "rescore", "response_nll", "run_sweep", "summarise",
+    "DatasetError",
+    "PromptSet",
+    "evaluation_sets",
+    "PatternRefusalDetector",
+    "load_scorer",
+    "format_rows",
+    "plot_pareto",
+    "write_table",
+    "mcnemar_exact",
+    "mixture_gap",
+    "pareto_optimal",
+    "wilson_interval",
+    "SweepConfig",
+    "rescore",
+    "response_nll",
+    "run_sweep",
+    "summarise",
     "sweep_configs",
 ]

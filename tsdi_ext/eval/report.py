@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["write_table", "plot_pareto", "format_rows"]
 
@@ -20,11 +20,16 @@ def write_table(rows: Sequence[dict], directory: str | Path) -> tuple[Path, Path
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow(
+                {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
     json_path.write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf-8")
     return csv_path, json_path
 
-def plot_pareto(rows: Sequence[dict], path: str | Path, *, title: str = "TSDI on realigned SmolLM2-135M") -> Path:
+
+def plot_pareto(
+    rows: Sequence[dict], path: str | Path, *, title: str = "TSDI on realigned SmolLM2-135M"
+) -> Path:
     """The safety-helpfulness plot: x = benign compliance, y = harmful refusal, 95% Wilson bars;
     one line per L through the alphas of the sweep."""
     import matplotlib
@@ -37,30 +42,53 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, *, title: str = "TSDI on
     def draw(subset, **style):
         x = [r["benign_compliance"] for r in subset]
         y = [r["harmful_refusal"] for r in subset]
-        xerr = [[r["benign_compliance"] - r["benign_compliance_low"] for r in subset],
-                [r["benign_compliance_high"] - r["benign_compliance"] for r in subset]]
-        yerr = [[r["harmful_refusal"] - r["harmful_refusal_low"] for r in subset],
-                [r["harmful_refusal_high"] - r["harmful_refusal"] for r in subset]]
+        xerr = [
+            [r["benign_compliance"] - r["benign_compliance_low"] for r in subset],
+            [r["benign_compliance_high"] - r["benign_compliance"] for r in subset],
+        ]
+        yerr = [
+            [r["harmful_refusal"] - r["harmful_refusal_low"] for r in subset],
+            [r["harmful_refusal_high"] - r["harmful_refusal"] for r in subset],
+        ]
         axes.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=2, elinewidth=0.6, **style)
 
     for row, style in (
-        *[(r, dict(fmt="s", color="grey", label="reference (SmolLM2-Instruct)")) for r in rows if r["label"] == "reference"],
-        *[(r, dict(fmt="o", color="tab:red", label="aligned (LoRA SFT)")) for r in rows if r["label"] == "aligned"],
+        *[
+            (r, dict(fmt="s", color="grey", label="reference (SmolLM2-Instruct)"))
+            for r in rows
+            if r["label"] == "reference"
+        ],
+        *[
+            (r, dict(fmt="o", color="tab:red", label="aligned (LoRA SFT)"))
+            for r in rows
+            if r["label"] == "aligned"
+        ],
     ):
         draw([row], markersize=8, **style)
     ends = [r for label in ("reference", "aligned") for r in rows if r["label"] == label]
     if len(ends) == 2:
-        axes.plot([r["benign_compliance"] for r in ends], [r["harmful_refusal"] for r in ends], "--",
-                  color="grey", lw=0.8, label="mixing the two models (per request)")
+        axes.plot(
+            [r["benign_compliance"] for r in ends],
+            [r["harmful_refusal"] for r in ends],
+            "--",
+            color="grey",
+            lw=0.8,
+            label="mixing the two models (per request)",
+        )
     debiased = [r for r in rows if r["label"] == "aligned+TSDI"]
     for number, length in enumerate(sorted({r["L"] for r in debiased})):
         line = sorted((r for r in debiased if r["L"] == length), key=lambda r: r["alpha"])
         draw(line, fmt="-^", color=f"C{number}", markersize=5, label=f"aligned + TSDI, L={length}")
         for r in line:
             # Lines of different L often overlap: their labels go to alternate sides.
-            axes.annotate(f"α={r['alpha']:g}", (r["benign_compliance"], r["harmful_refusal"]),
-                          textcoords="offset points", xytext=(5, 3) if number % 2 == 0 else (-32, -9),
-                          fontsize=7, color=f"C{number}")
+            axes.annotate(
+                f"α={r['alpha']:g}",
+                (r["benign_compliance"], r["harmful_refusal"]),
+                textcoords="offset points",
+                xytext=(5, 3) if number % 2 == 0 else (-32, -9),
+                fontsize=7,
+                color=f"C{number}",
+            )
     axes.set_xlabel("benign compliance (helpfulness) →")
     axes.set_ylabel("harmful refusal (safety) →")
     axes.set_title(title, fontsize=10)
@@ -85,7 +113,11 @@ def format_rows(rows: Sequence[dict]) -> str:
         f"{'NLL':>5s} Pareto"
     ]
     for r in rows:
-        gap = "" if r.get("above_mixture") is None else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
+        gap = (
+            ""
+            if r.get("above_mixture") is None
+            else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
+        )
         nll = format(r["benign_nll"], ".2f") if "benign_nll" in r else ""
         lines.append(
             f"{r['name']:32s} {r['harmful_refusal']:6.3f} [{r['harmful_refusal_low']:.3f}, {r['harmful_refusal_high']:.3f}]"

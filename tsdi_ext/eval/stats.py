@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["wilson_interval", "rate", "mcnemar_exact", "pareto_optimal", "mixture_gap"]
 
@@ -44,14 +44,13 @@ def mcnemar_exact(b: int, c: int) -> float:
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
     return min(1.0, 2.0 * tail)
 
+
 def pareto_optimal(rows: Sequence[dict]) -> list[bool]:
     """Whether each row is on the Pareto front of (benign compliance, harmful refusal): no other
     row is at least as good on both and strictly better on one."""
     points = [(r["benign_compliance"], r["harmful_refusal"]) for r in rows]
-    return [
-        not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)
-        for p in points
-    ]
+    return [not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points) for p in points]
+
 
 def mixture_gap(rows: Sequence[dict]) -> list[float | None]:
     """How far each row's harmful refusal lies above the *mixture line*: the points a server gets

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -30,10 +30,27 @@ from .report import plot_pareto, write_table
 from .stats import mcnemar_exact, mixture_gap, pareto_optimal, rate
 
 # The fields of every record of responses.jsonl.
-RESPONSE_FIELDS = ("config", "label", "model", "alpha", "L", "set", "kind", "prompt", "response", "refusal")
+RESPONSE_FIELDS = (
+    "config",
+    "label",
+    "model",
+    "alpha",
+    "L",
+    "set",
+    "kind",
+    "prompt",
+    "response",
+    "refusal",
+)
 
 __all__ = [
-    "RESPONSE_FIELDS", "SweepConfig", "sweep_configs", "summarise", "run_sweep", "paired_with_aligned", "response_nll",
+    "RESPONSE_FIELDS",
+    "SweepConfig",
+    "sweep_configs",
+    "summarise",
+    "run_sweep",
+    "paired_with_aligned",
+    "response_nll",
     "rescore",
 ]
 
@@ -58,36 +75,63 @@ class SweepConfig:
     def name(self) -> str:
         return f"{self.label} alpha={self.alpha:g} L={self.length}" if self.debiased else self.label
 
-def sweep_configs(alphas: Sequence[float], lengths: Sequence[int], *, include_reference: bool = True) -> list[SweepConfig]:
+
+def sweep_configs(
+    alphas: Sequence[float], lengths: Sequence[int], *, include_reference: bool = True
+) -> list[SweepConfig]:
     """Reference, aligned, then aligned+TSDI at every ``(L, alpha)`` of the grid (L outer)."""
     if any(length < 1 for length in lengths):
         raise ValueError(f"tsdi_ext: every L must be >= 1, got {list(lengths)}")
     if any(alpha <= 0 for alpha in alphas):
-        raise ValueError(f"tsdi_ext: every alpha must be > 0 (alpha 0 is the aligned model), got {list(alphas)}")
+        raise ValueError(
+            f"tsdi_ext: every alpha must be > 0 (alpha 0 is the aligned model), got {list(alphas)}"
+        )
     configs = [SweepConfig("reference", "reference")] if include_reference else []
     configs.append(SweepConfig("aligned", "aligned"))
-    configs += [SweepConfig("aligned+TSDI", "aligned", float(a), int(n)) for n in lengths for a in alphas]
+    configs += [
+        SweepConfig("aligned+TSDI", "aligned", float(a), int(n)) for n in lengths for a in alphas
+    ]
     return configs
 
-def summarise(config: SweepConfig, sets: Sequence[PromptSet], refusals: dict[str, list[bool]], seconds: float) -> dict:
+
+def summarise(
+    config: SweepConfig, sets: Sequence[PromptSet], refusals: dict[str, list[bool]], seconds: float
+) -> dict:
     """One table row: harmful refusal rate and benign compliance rate (with Wilson intervals)
     overall and per prompt set."""
     harmful = [r for s in sets if s.kind == "harmful" for r in refusals[s.name]]
     benign = [not r for s in sets if s.kind == "benign" for r in refusals[s.name]]
-    row = {"name": config.name, "label": config.label, "model": config.model, "alpha": config.alpha,
-           "L": config.length}
+    row = {
+        "name": config.name,
+        "label": config.label,
+        "model": config.model,
+        "alpha": config.alpha,
+        "L": config.length,
+    }
     for key, flags in (("harmful_refusal", harmful), ("benign_compliance", benign)):
         if flags:
             stats = rate(flags)
-            row.update({key: stats["rate"], f"{key}_low": stats["low"], f"{key}_high": stats["high"], f"{key}_n": stats["n"]})
+            row.update(
+                {
+                    key: stats["rate"],
+                    f"{key}_low": stats["low"],
+                    f"{key}_high": stats["high"],
+                    f"{key}_n": stats["n"],
+                }
+            )
     for s in sets:
         flags = refusals[s.name] if s.kind == "harmful" else [not r for r in refusals[s.name]]
-        row[f"{'refusal' if s.kind == 'harmful' else 'compliance'}[{s.name}]"] = sum(flags) / len(flags)
+        row[f"{'refusal' if s.kind == 'harmful' else 'compliance'}[{s.name}]"] = sum(flags) / len(
+            flags
+        )
     row["seconds"] = round(seconds, 1)
     return row
 
+
 @torch.inference_mode()
-def response_nll(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 16) -> list[float]:
+def response_nll(
+    model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 16
+) -> list[float]:
     """Mean negative log-likelihood per token of each response given its prompt (through the chat
     template), under ``model``: a fluency check. A debiased model that "complies" with gibberish
     would look helpful to a refusal detector; its answers' NLL under the reference model gives it
@@ -118,17 +162,34 @@ def response_nll(model, tokenizer, prompts: Sequence[str], responses: Sequence[s
         attention_mask = torch.cat([prompt_mask, answer_mask], dim=1).to(device)
         # Left-padded prompts: positions count real tokens only.
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).logits
         start_col = prompt_ids.shape[1]
         predicted = logits[:, start_col - 1 : -1].float().log_softmax(dim=-1)
         token_logprob = predicted.gather(-1, answers.to(device).unsqueeze(-1)).squeeze(-1)
         mask = answer_mask.to(device).float()
         counts = mask.sum(dim=1)
         nll = -(token_logprob * mask).sum(dim=1) / counts.clamp(min=1)
-        values += [float("nan") if c == 0 else float(v) for v, c in zip(nll.tolist(), counts.tolist())]
+        values += [
+            float("nan") if c == 0 else float(v) for v, c in zip(nll.tolist(), counts.tolist())
+        ]
     return values
 
-def _generate_sorted(model, tokenizer, prompts, *, bias, alpha, max_new_tokens, batch_size, temperature, seed, on_batch):
+
+def _generate_sorted(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    bias,
+    alpha,
+    max_new_tokens,
+    batch_size,
+    temperature,
+    seed,
+    on_batch,
+):
     """Completions for ``prompts`` in their order, generated in batches of similar length (less padding)."""
     lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -136,18 +197,34 @@ def _generate_sorted(model, tokenizer, prompts, *, bias, alpha, max_new_tokens, 
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         result = generate(
-            model, tokenizer, [prompts[i] for i in chunk], bias=bias, alpha=alpha, temperature=temperature,
-            max_new_tokens=max_new_tokens, seed=seed,
+            model,
+            tokenizer,
+            [prompts[i] for i in chunk],
+            bias=bias,
+            alpha=alpha,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
         )
         for i, text in zip(chunk, result.texts):
             texts[i] = text
         on_batch()
     return texts
 
+
 def run_sweep(
-    models: dict, bias, configs: Sequence[SweepConfig], sets: Sequence[PromptSet], *,
-    scorer: RefusalScorer | None = None, max_new_tokens: int = 40, batch_size: int = 32,
-    temperature: float = 0.0, seed: int = 0, progress: bool = True, responses_path: str | Path | None = None,
+    models: dict,
+    bias,
+    configs: Sequence[SweepConfig],
+    sets: Sequence[PromptSet],
+    *,
+    scorer: RefusalScorer | None = None,
+    max_new_tokens: int = 40,
+    batch_size: int = 32,
+    temperature: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    responses_path: str | Path | None = None,
     fluency=None,
 ) -> list[dict]:
     """Generates and scores every prompt set under every configuration.
@@ -180,13 +257,19 @@ def run_sweep(
     table = bias.bias if isinstance(bias, BiasTable) else bias
     for config in configs:
         if config.model not in models:
-            raise ValueError(f"tsdi_ext: configuration {config.name!r} needs the model {config.model!r}")
+            raise ValueError(
+                f"tsdi_ext: configuration {config.name!r} needs the model {config.model!r}"
+            )
         if config.debiased and (table is None or config.length > table.shape[0]):
             have = 0 if table is None else table.shape[0]
-            raise ValueError(f"tsdi_ext: configuration {config.name!r} needs L={config.length} bias rows, have {have}")
+            raise ValueError(
+                f"tsdi_ext: configuration {config.name!r} needs L={config.length} bias rows, have {have}"
+            )
     if isinstance(bias, BiasTable):
         for model, tokenizer in models.values():
-            bias.check_compatible(tokenizer=tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0])
+            bias.check_compatible(
+                tokenizer=tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0]
+            )
 
     prompts = [p for s in sets for p in s.prompts]
     owners = [s.name for s in sets for _ in s.prompts]
@@ -205,22 +288,43 @@ def run_sweep(
             model, tokenizer = models[config.model]
             started = time.perf_counter()
             texts = _generate_sorted(
-                model, tokenizer, prompts, bias=table[: config.length] if config.debiased else None,
-                alpha=config.alpha, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                temperature=temperature, seed=seed, on_batch=(bar.update if bar is not None else lambda: None),
+                model,
+                tokenizer,
+                prompts,
+                bias=table[: config.length] if config.debiased else None,
+                alpha=config.alpha,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                temperature=temperature,
+                seed=seed,
+                on_batch=(bar.update if bar is not None else lambda: None),
             )
             flags = _judge(scorer, prompts, texts)
-            row, refusals = _score(config, sets, prompts, owners, texts, flags,
-                                   time.perf_counter() - started, fluency)
+            row, refusals = _score(
+                config, sets, prompts, owners, texts, flags, time.perf_counter() - started, fluency
+            )
             rows.append(row)
             verdicts.append(refusals)
             if out is not None:
                 # One record per answer, with the fields of RESPONSE_FIELDS.
                 for prompt, owner, text, flag in zip(prompts, owners, texts, flags):
-                    out.write(json.dumps({"config": config.name, "label": config.label, "model": config.model,
-                                          "alpha": config.alpha, "L": config.length, "set": owner,
-                                          "kind": kinds[owner], "prompt": prompt, "response": text,
-                                          "refusal": flag}) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "config": config.name,
+                                "label": config.label,
+                                "model": config.model,
+                                "alpha": config.alpha,
+                                "L": config.length,
+                                "set": owner,
+                                "kind": kinds[owner],
+                                "prompt": prompt,
+                                "response": text,
+                                "refusal": flag,
+                            }
+                        )
+                        + "\n"
+                    )
                 out.flush()
     finally:
         if bar is not None:
@@ -231,7 +335,10 @@ def run_sweep(
     paired_with_aligned(rows, verdicts, sets)
     return rows
 
-def paired_with_aligned(rows: list[dict], verdicts: Sequence[dict], sets: Sequence[PromptSet]) -> None:
+
+def paired_with_aligned(
+    rows: list[dict], verdicts: Sequence[dict], sets: Sequence[PromptSet]
+) -> None:
     """Paired comparison of every row with the aligned row, prompt by prompt (the same prompts are
     answered under every configuration, so this is far more sensitive than comparing rates):
     ``harmful_refusals_lost`` / ``harmful_refusals_gained`` (harmful prompts the aligned model
@@ -243,9 +350,16 @@ def paired_with_aligned(rows: list[dict], verdicts: Sequence[dict], sets: Sequen
     for row, refusals in zip(rows, verdicts):
         if row["label"] == "aligned":
             continue
-        for kind, names in (("harmful", ("harmful_refusals_lost", "harmful_refusals_gained")),
-                            ("benign", ("benign_answers_gained", "benign_answers_lost"))):
-            pairs = [(a, x) for s in sets if s.kind == kind for a, x in zip(aligned[s.name], refusals[s.name])]
+        for kind, names in (
+            ("harmful", ("harmful_refusals_lost", "harmful_refusals_gained")),
+            ("benign", ("benign_answers_gained", "benign_answers_lost")),
+        ):
+            pairs = [
+                (a, x)
+                for s in sets
+                if s.kind == kind
+                for a, x in zip(aligned[s.name], refusals[s.name])
+            ]
             if not pairs:
                 continue
             became_answer = sum(a and not x for a, x in pairs)  # aligned refused, this one answers
@@ -253,12 +367,16 @@ def paired_with_aligned(rows: list[dict], verdicts: Sequence[dict], sets: Sequen
             row[names[0]], row[names[1]] = (became_answer, became_refusal)
             row[f"{kind}_p"] = mcnemar_exact(became_answer, became_refusal)
 
+
 def _judge(scorer: RefusalScorer, prompts: list[str], texts: list[str]) -> list[bool]:
     """The scorer's verdicts, one per response."""
     flags = [bool(f) for f in scorer(prompts, texts)]
     if len(flags) != len(prompts):
-        raise ValueError(f"tsdi_ext: the scorer returned {len(flags)} verdicts for {len(prompts)} responses")
+        raise ValueError(
+            f"tsdi_ext: the scorer returned {len(flags)} verdicts for {len(prompts)} responses"
+        )
     return flags
+
 
 def _score(config, sets, prompts, owners, texts, flags, seconds, fluency) -> tuple[dict, dict]:
     """One configuration's table row and its verdicts by prompt set, from all its answers
@@ -269,13 +387,17 @@ def _score(config, sets, prompts, owners, texts, flags, seconds, fluency) -> tup
         row["benign_nll"] = _benign_nll(fluency, sets, prompts, owners, texts)
     return row, refusals
 
+
 def _benign_nll(fluency, sets, prompts, owners, texts) -> float:
     benign = {s.name for s in sets if s.kind == "benign"}
     picked = [(p, t) for p, o, t in zip(prompts, owners, texts) if o in benign]
     if not picked:
         return float("nan")
-    values = [v for v in response_nll(*fluency, [p for p, _ in picked], [t for _, t in picked]) if v == v]
+    values = [
+        v for v in response_nll(*fluency, [p for p, _ in picked], [t for _, t in picked]) if v == v
+    ]
     return sum(values) / len(values) if values else float("nan")
+
 
 def _annotate(rows: list[dict]) -> None:
     """Adds ``pareto`` and ``above_mixture`` when every row has both rates."""
@@ -285,7 +407,9 @@ def _annotate(rows: list[dict]) -> None:
             row["above_mixture"] = gap
 
 
-def rescore(directory: str | Path, scorer: RefusalScorer | None = None, *, fluency=None) -> list[dict]:
+def rescore(
+    directory: str | Path, scorer: RefusalScorer | None = None, *, fluency=None
+) -> list[dict]:
     """Rebuilds a sweep's table and plot from its ``responses.jsonl`` without generating again;
     with ``scorer``, the responses are judged anew (e.g. by a judge model), otherwise the stored
     verdicts are used.
@@ -324,15 +448,28 @@ def rescore(directory: str | Path, scorer: RefusalScorer | None = None, *, fluen
         sets = []
         for set_name in set_names:
             kind = next(r["kind"] for r in group if r["set"] == set_name)
-            sets.append(PromptSet(set_name, kind, [r["prompt"] for r in group if r["set"] == set_name]))
+            sets.append(
+                PromptSet(set_name, kind, [r["prompt"] for r in group if r["set"] == set_name])
+            )
         ordered = [r for s in sets for r in group if r["set"] == s.name]  # grouped by set
         prompts = [r["prompt"] for r in ordered]
         responses = [r["response"] for r in ordered]
         owners = [r["set"] for r in ordered]
-        flags = (_judge(scorer, prompts, responses) if scorer is not None
-                 else [bool(r["refusal"]) for r in ordered])
-        row, refusals = _score(config, sets, prompts, owners, responses, flags,
-                               previous.get(name, {}).get("seconds", 0.0), fluency)
+        flags = (
+            _judge(scorer, prompts, responses)
+            if scorer is not None
+            else [bool(r["refusal"]) for r in ordered]
+        )
+        row, refusals = _score(
+            config,
+            sets,
+            prompts,
+            owners,
+            responses,
+            flags,
+            previous.get(name, {}).get("seconds", 0.0),
+            fluency,
+        )
         if fluency is None and "benign_nll" in previous.get(name, {}):
             row["benign_nll"] = previous[name]["benign_nll"]
         rows.append(row)

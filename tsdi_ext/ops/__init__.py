@@ -12,4 +12,11 @@ from . import reference
 from ._native import cuda_available, native_available
 from .sampling import BACKENDS, sample, sampling_probs
 
-__all__ = ["BACKENDS", "sample", "sampling_probs", "reference", "native_available", "cuda_available"]
+__all__ = [
+    "BACKENDS",
+    "sample",
+    "sampling_probs",
+    "reference",
+    "native_available",
+    "cuda_available",
+]

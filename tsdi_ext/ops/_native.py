@@ -34,8 +34,9 @@ def _cuda_words(cuda: str | None) -> str:
     return f"CUDA {cuda}" if cuda else "no CUDA"
 
 
-def explain_import_failure(error: ImportError, package_version: str | None, torch_version: str,
-                           torch_cuda: str | None) -> ImportError:
+def explain_import_failure(
+    error: ImportError, package_version: str | None, torch_version: str, torch_cuda: str | None
+) -> ImportError:
     """The import error of ``tsdi_ext._C`` with what the user needs to know to fix it.
 
     A wheel's local version label (``0.1.0+cu130.torch2.11``) says what it was built for, so a
@@ -49,7 +50,8 @@ def explain_import_failure(error: ImportError, package_version: str | None, torc
         built_cuda = _label_cuda(flavour)
         wrong_series = built_series != _torch_series(torch_version)
         wrong_cuda = built_cuda is not None and (
-            not torch_cuda or built_cuda.split(".")[0] != torch_cuda.split(".")[0])
+            not torch_cuda or built_cuda.split(".")[0] != torch_cuda.split(".")[0]
+        )
         if wrong_series or wrong_cuda:
             wanted = "cu" + torch_cuda.replace(".", "") if torch_cuda else "cpu"
             return ImportError(
@@ -101,7 +103,8 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installation
     _C = None
     NATIVE_IMPORT_ERROR = explain_import_failure(
-        error, _installed_version(), torch.__version__, torch.version.cuda)
+        error, _installed_version(), torch.__version__, torch.version.cuda
+    )
 else:
     _mismatch = _row_params_mismatch(_C.row_params())
     if _mismatch is not None:  # pragma: no cover - depends on the installation
@@ -120,11 +123,17 @@ def build_mismatch() -> str | None:
     info = _C.build_info()
     built = info.get("torch_version", "")
     if built and _torch_series(built) != _torch_series(torch.__version__):
-        return (f"tsdi_ext was compiled against torch {built} but torch {torch.__version__} is running; "
-                f"rebuild it (pip install --no-build-isolation --force-reinstall tsdi_ext) or install "
-                f"the wheel built for torch {_torch_series(torch.__version__)}")
+        return (
+            f"tsdi_ext was compiled against torch {built} but torch {torch.__version__} is running; "
+            f"rebuild it (pip install --no-build-isolation --force-reinstall tsdi_ext) or install "
+            f"the wheel built for torch {_torch_series(torch.__version__)}"
+        )
     cuda = info.get("cuda_version", "")
-    if info.get("cuda") and torch.version.cuda and cuda.split(".")[0] != torch.version.cuda.split(".")[0]:
+    if (
+        info.get("cuda")
+        and torch.version.cuda
+        and cuda.split(".")[0] != torch.version.cuda.split(".")[0]
+    ):
         return f"tsdi_ext's CUDA kernels were built with CUDA {cuda} but torch uses CUDA {torch.version.cuda}"
     return None
 
@@ -132,8 +141,11 @@ def build_mismatch() -> str | None:
 def _check_build_matches_torch() -> None:
     mismatch = build_mismatch()
     if mismatch is not None:
-        warnings.warn(f"{mismatch}; expect crashes or wrong results (see 'python -m tsdi_ext.info').",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{mismatch}; expect crashes or wrong results (see 'python -m tsdi_ext.info').",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def require_native() -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import operator
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -44,7 +45,9 @@ class RowParam:
 
 ROW_PARAMS: tuple[RowParam, ...] = (
     RowParam("alpha", "float", 1.0, math.isfinite, "must be finite (in float32), got {value}"),
-    RowParam("temperature", "float", 1.0, lambda t: t >= 0, "must be >= 0 (0 means greedy), got {value}"),
+    RowParam(
+        "temperature", "float", 1.0, lambda t: t >= 0, "must be >= 0 (0 means greedy), got {value}"
+    ),
     RowParam("top_p", "float", 1.0, lambda p: not math.isnan(p), "must be a number, got NaN"),
     RowParam("seed", "int", 0, draw_only=True),
     RowParam("offset", "int", 0, draw_only=True),

@@ -108,7 +108,9 @@ def _per_row(value, batch: int, dtype: torch.dtype, device: torch.device) -> tor
     return torch.full((batch,), value, dtype=dtype, device=device)
 
 
-def debiased_logits(logits, bias=None, positions=None, alpha=1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def debiased_logits(
+    logits, bias=None, positions=None, alpha=1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``d = logits - alpha * bias[positions]`` as ``[B, V]`` float32, and a ``[B]`` bool that is
     True where a row's position is negative (an invalid row)."""
     batch, vocab = logits.shape
@@ -200,7 +202,9 @@ def sample(
     probs, valid = _probs_and_valid(logits, bias, positions, alpha, temperature, top_p)
     if batch == 0:
         return torch.zeros(0, dtype=torch.int64, device=device), valid
-    u = uniform(_per_row(seed, batch, torch.int64, device), _per_row(offset, batch, torch.int64, device))
+    u = uniform(
+        _per_row(seed, batch, torch.int64, device), _per_row(offset, batch, torch.int64, device)
+    )
     cdf = probs.double().cumsum(dim=1)
     tokens = torch.searchsorted(cdf, u[:, None], right=True).squeeze(1)
     kept_positions = torch.arange(vocab, device=device).expand(batch, vocab)

@@ -29,14 +29,18 @@ def _check_logits(logits) -> None:
     if logits.dim() != 2:
         raise ValueError(f"tsdi_ext: logits must be [B, V] (2-D), got shape {tuple(logits.shape)}")
     if logits.dtype not in _LOGITS_DTYPES:
-        raise TypeError(f"tsdi_ext: logits must be float32, float16 or bfloat16, got {logits.dtype}")
+        raise TypeError(
+            f"tsdi_ext: logits must be float32, float16 or bfloat16, got {logits.dtype}"
+        )
     if logits.shape[1] == 0:
         raise ValueError("tsdi_ext: logits have an empty vocabulary (V == 0)")
 
 
 def _check_same_device(name: str, tensor: torch.Tensor, logits: torch.Tensor) -> None:
     if tensor.device != logits.device:
-        raise ValueError(f"tsdi_ext: {name} is on {tensor.device} but logits are on {logits.device}")
+        raise ValueError(
+            f"tsdi_ext: {name} is on {tensor.device} but logits are on {logits.device}"
+        )
 
 
 def _check_bias(bias, positions, logits):
@@ -44,7 +48,9 @@ def _check_bias(bias, positions, logits):
     batch, vocab = logits.shape
     if bias is not None:
         if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"tsdi_ext: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+            raise TypeError(
+                f"tsdi_ext: bias must be a torch.Tensor or None, got {type(bias).__name__}"
+            )
         if bias.dim() not in (1, 2):
             raise ValueError(f"tsdi_ext: bias must be [V] or [L, V], got shape {tuple(bias.shape)}")
         if bias.dtype != torch.float32:
@@ -176,7 +182,9 @@ def sample(
     params = dict(alpha=alpha, temperature=temperature, top_p=top_p, seed=seed, offset=offset)
     positions, args = _prepare(logits, bias, positions, backend, params)
     if backend == "torch":
-        tokens, valid = reference.sample(logits, bias=bias, positions=positions, **args.by_name(True))
+        tokens, valid = reference.sample(
+            logits, bias=bias, positions=positions, **args.by_name(True)
+        )
     else:
         tokens, valid = torch.ops.tsdi_ext.sample.default(
             logits, bias, positions, args.tensors, args.floats, args.ints
@@ -210,7 +218,9 @@ def sampling_probs(
     params = dict(alpha=alpha, temperature=temperature, top_p=top_p)
     positions, args = _prepare(logits, bias, positions, backend, params)
     if backend == "torch":
-        probs = reference.sampling_probs(logits, bias=bias, positions=positions, **args.by_name(False))
+        probs = reference.sampling_probs(
+            logits, bias=bias, positions=positions, **args.by_name(False)
+        )
     else:
         probs = torch.ops.tsdi_ext.sampling_probs.default(
             logits, bias, positions, args.tensors, args.floats, args.ints

@@ -221,7 +221,9 @@ void arrive(Barrier& barrier, WaitKind kind, const Site& site) {
     switch (kind) {
       case WaitKind::kCluster: ++m.stats.cluster_syncs; break;
       case WaitKind::kBlock: ++m.stats.block_syncs; break;
-      case WaitKind::kWarpCollective: ++m.stats.warp_collectives; break;  // counted twice, see below
+      case WaitKind::kWarpCollective:
+        ++m.stats.warp_collectives;
+        break;  // counted twice, see below
       case WaitKind::kSyncwarp: m.stats.warp_collectives += 2; break;
       case WaitKind::kNone: break;
     }
@@ -292,7 +294,8 @@ void run_cluster(const Dim3& first_block) {
         m.placement == SharedPlacement::kFlushLow
             ? cta.dynamic_memory.begin()
             : reinterpret_cast<char*>(
-                  reinterpret_cast<uintptr_t>(cta.dynamic_memory.end() - s.dynamic_shared_bytes) / 16 * 16);
+                  reinterpret_cast<uintptr_t>(cta.dynamic_memory.end() - s.dynamic_shared_bytes) /
+                  16 * 16);
     cta.barrier.expected = threads;
     cta.warps.assign(warps, Warp());
     for (int w = 0; w < warps; ++w) {
@@ -323,9 +326,10 @@ void run_cluster(const Dim3& first_block) {
                           static_cast<unsigned>(t / s.block.x % s.block.y),
                           static_cast<unsigned>(t / (s.block.x * s.block.y))};
     // Cluster ranks run along x first (CUDA's block_rank order).
-    f.state.block_idx = {first_block.x + static_cast<unsigned>(f.rank) % s.cluster.x,
-                         first_block.y + static_cast<unsigned>(f.rank) / s.cluster.x % s.cluster.y,
-                         first_block.z + static_cast<unsigned>(f.rank) / (s.cluster.x * s.cluster.y)};
+    f.state.block_idx = {
+        first_block.x + static_cast<unsigned>(f.rank) % s.cluster.x,
+        first_block.y + static_cast<unsigned>(f.rank) / s.cluster.x % s.cluster.y,
+        first_block.z + static_cast<unsigned>(f.rank) / (s.cluster.x * s.cluster.y)};
     start_context(f.context, m.stacks.begin() + i * slot + page_bytes(), kStackBytes, m.scheduler);
   }
 
@@ -450,7 +454,8 @@ int cluster_size() { return static_cast<int>(machine().ctas.size()); }
 void* map_shared_rank(const void* address, int rank) {
   Machine& m = machine();
   const Fiber& f = current_fiber();
-  if (rank < 0 || rank >= static_cast<int>(m.ctas.size())) fail("simt: map_shared_rank: no such rank");
+  if (rank < 0 || rank >= static_cast<int>(m.ctas.size()))
+    fail("simt: map_shared_rank: no such rank");
   const Cta& mine = m.ctas[f.rank];
   Cta& other = m.ctas[rank];
   if (other.exited) {
@@ -458,7 +463,8 @@ void* map_shared_rank(const void* address, int rank) {
          ", which has exited (a cluster.sync is missing before its exit)");
   }
   const char* a = static_cast<const char*>(address);
-  if (mine.static_base != nullptr && a >= mine.static_base && a < mine.static_base + mine.static_bytes) {
+  if (mine.static_base != nullptr && a >= mine.static_base &&
+      a < mine.static_base + mine.static_bytes) {
     if (other.static_base == nullptr) fail("simt: map_shared_rank before the other CTA started");
     return other.static_base + (a - mine.static_base);
   }
@@ -515,7 +521,8 @@ void on_fault(int signal, siginfo_t* info, void*) {
                       signal == SIGBUS ? "SIGBUS" : "SIGSEGV", info->si_addr, f.state.thread_idx.x,
                       f.rank, f.state.block_idx.x, f.state.block_idx.y, f.state.block_idx.z);
   } else {
-    n = std::snprintf(message, sizeof(message), "simt: fault outside device code at %p\n", info->si_addr);
+    n = std::snprintf(message, sizeof(message), "simt: fault outside device code at %p\n",
+                      info->si_addr);
   }
   if (n > 0) (void)!write(2, message, static_cast<size_t>(n));
   std::signal(signal, SIG_DFL);
@@ -554,7 +561,8 @@ int launch(const LaunchShape& shape, const std::function<void()>& body) {
   if (shape.dynamic_shared_bytes > shape.max_dynamic_shared_bytes) return kInvalidValue;
   const unsigned ranks = c.x * c.y * c.z;
   if (g.x % c.x != 0 || g.y % c.y != 0 || g.z % c.z != 0) return kInvalidClusterSize;
-  if (ranks > 8 && (!shape.non_portable_cluster_allowed || ranks > static_cast<unsigned>(m.device.max_cluster))) {
+  if (ranks > 8 && (!shape.non_portable_cluster_allowed ||
+                    ranks > static_cast<unsigned>(m.device.max_cluster))) {
     return kInvalidClusterSize;
   }
   m.shape = shape;
@@ -591,13 +599,14 @@ void GuardedMapping::allocate(size_t bytes) {
   const size_t page = page_bytes();
   const size_t inner = (bytes + page - 1) / page * page;
   mapping_bytes_ = inner + 2 * page;
-  void* m = mmap(nullptr, mapping_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+  void* m =
+      mmap(nullptr, mapping_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) fail("simt: mmap failed");
   mapping_ = static_cast<char*>(m);
   begin_ = mapping_ + page;
   end_ = begin_ + inner;
-  if (inner > 0 && mprotect(begin_, inner, PROT_READ | PROT_WRITE) != 0) fail("simt: mprotect failed");
+  if (inner > 0 && mprotect(begin_, inner, PROT_READ | PROT_WRITE) != 0)
+    fail("simt: mprotect failed");
 }
 
 void GuardedMapping::poison() const {

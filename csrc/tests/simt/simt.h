@@ -90,7 +90,8 @@ void syncwarp(unsigned mask, const Site& site);
 void cluster_sync(const Site& site);
 // A warp collective: every lane deposits 8 bytes and gets back the deposit of `source_lane` (-1:
 // its own); `all`, when not null, receives every lane's deposit.
-uint64_t warp_exchange(unsigned mask, uint64_t mine, int source_lane, uint64_t* all, const Site& site);
+uint64_t warp_exchange(unsigned mask, uint64_t mine, int source_lane, uint64_t* all,
+                       const Site& site);
 
 // Launch: runs `body` once per thread of the grid, cluster by cluster. Returns 0 on success or the
 // cudaError_t a real launch would return for the configuration.
@@ -106,8 +107,8 @@ int launch(const LaunchShape& shape, const std::function<void()>& body);
 struct LaunchStats {
   int64_t clusters = 0;
   int64_t cluster_syncs = 0;
-  int64_t block_syncs = 0;         // __syncthreads, all CTAs
-  int64_t warp_collectives = 0;    // shuffles, votes and __syncwarp, all warps
+  int64_t block_syncs = 0;       // __syncthreads, all CTAs
+  int64_t warp_collectives = 0;  // shuffles, votes and __syncwarp, all warps
 };
 const LaunchStats& last_launch_stats();
 

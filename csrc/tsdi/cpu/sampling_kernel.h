@@ -33,8 +33,12 @@ namespace tsdi {
 namespace cpu {
 
 // Logit element types, as raw bit containers (no c10 types here).
-struct BFloat16Bits { uint16_t bits; };
-struct Float16Bits { uint16_t bits; };
+struct BFloat16Bits {
+  uint16_t bits;
+};
+struct Float16Bits {
+  uint16_t bits;
+};
 
 enum class LogitsDType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
@@ -51,8 +55,8 @@ struct Workspace {
 // Rows [row_begin, row_end) of `params` are processed; each thread passes its own workspace.
 void sample_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin,
                  int64_t row_end, Workspace& workspace);
-void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin,
-                int64_t row_end, Workspace& workspace);
+void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin, int64_t row_end,
+                Workspace& workspace);
 
 namespace detail {
 
@@ -62,9 +66,9 @@ constexpr int kLanes = 16;
 constexpr int64_t kBlock = 512;
 constexpr float kInf = __builtin_inff();
 constexpr int64_t kSortCandidates = 64;  // below this many candidates, sort instead of refining
-constexpr int kHistBuckets = 1024;      // 10-bit digits
-constexpr int kPivots = 8;              // pivots per bracketing pass
-constexpr int kMaxRounds = 6;           // bracketing rounds (each narrows the bit range ~9-fold)
+constexpr int kHistBuckets = 1024;       // 10-bit digits
+constexpr int kPivots = 8;               // pivots per bracketing pass
+constexpr int kMaxRounds = 6;            // bracketing rounds (each narrows the bit range ~9-fold)
 constexpr int64_t kSelectCandidates = 2048;  // stop bracketing below this many candidates
 
 TSDI_ALWAYS_INLINE float bits_to_float(uint32_t u) {
@@ -141,12 +145,13 @@ TSDI_ALWAYS_INLINE int32_t load_debiased(const In* __restrict__ logits,
 
 // Pass 2: w[i] = exp((d[i] - max) / T) in place; returns S = sum w, accumulated in float64: the
 // nucleus boundary compares cumulative masses whose steps can be as small as 1e-6 of the total, so
-// a float32 normaliser (relative error ~1e-7) would move the boundary on flat distributions. 1/T is clamped to [FLT_MIN, FLT_MAX] so that no select
-// is needed in the loop: `d == max` still maps to exactly 1 and `d == -inf` to exactly 0 when T is
-// infinite (1/T = 0 would give -inf * 0 = NaN) or subnormal (1/T = inf would give 0 * inf = NaN).
+// a float32 normaliser (relative error ~1e-7) would move the boundary on flat distributions. 1/T is
+// clamped to [FLT_MIN, FLT_MAX] so that no select is needed in the loop: `d == max` still maps to
+// exactly 1 and `d == -inf` to exactly 0 when T is infinite (1/T = 0 would give -inf * 0 = NaN) or
+// subnormal (1/T = inf would give 0 * inf = NaN).
 TSDI_ALWAYS_INLINE float clamp_inverse_temperature(float inv_temperature) {
   constexpr float kFloatMin = 1.17549435e-38f, kFloatMax = 3.40282347e+38f;
-  return inv_temperature < kFloatMin ? kFloatMin
+  return inv_temperature < kFloatMin   ? kFloatMin
          : inv_temperature > kFloatMax ? kFloatMax
                                        : inv_temperature;
 }
@@ -354,7 +359,7 @@ TSDI_ALWAYS_INLINE void pivot_masses_portable(const float* __restrict__ w, int64
   FloatVec pivot[kPivots];
   for (int k = 0; k < kPivots; ++k) {
     mass[k] = 0.0;
-    acc[k] = FloatVec{} ;
+    acc[k] = FloatVec{};
     pivot[k] = FloatVec{} + pivots[k];
   }
   auto flush = [&]() {
@@ -497,8 +502,8 @@ __attribute__((target("avx512f,avx512dq"))) inline void pivot_masses_avx512(
 // fused multiply-adds (the build disables FP contraction so that the debiasing rounds as
 // specified; the polynomial's last-bit differences do not matter). Lanes outside `lanes` and
 // lanes below -86 give exactly 0.
-__attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512 exp16_avx512(
-    __m512 d, __m512 max_v, __m512 scale_v, __mmask16 lanes) {
+__attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512
+exp16_avx512(__m512 d, __m512 max_v, __m512 scale_v, __mmask16 lanes) {
   const __m512 lowest = _mm512_set1_ps(-86.0f), round_v = _mm512_set1_ps(12582912.0f);
   const __m512 x = _mm512_mul_ps(_mm512_sub_ps(d, max_v), scale_v);
   const __mmask16 underflow = _mm512_cmp_ps_mask(x, lowest, _CMP_LT_OQ);  // also x = -inf
@@ -515,8 +520,8 @@ __attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512 exp16_avx5
   y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
   y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
   y = _mm512_fmadd_ps(_mm512_mul_ps(y, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512 e = _mm512_castsi512_ps(
-      _mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(n_int, 23)));
+  const __m512 e =
+      _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(n_int, 23)));
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(lanes & ~underflow), e);
 }
 
@@ -524,7 +529,7 @@ __attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512 exp16_avx5
 // float -> double conversion instead of two (the conversions bound the loop), at a relative cost
 // of at most 2^-24 per pair (measured: 5e-11 of the row total).
 __attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512d add_pairs_pd(__m512d sum,
-                                                                                   __m512 e) {
+                                                                                    __m512 e) {
   return _mm512_add_pd(
       sum, _mm512_cvtps_pd(_mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps(e, 1))));
 }
@@ -532,8 +537,10 @@ __attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512d add_pairs
 // AVX-512 exp pass: w = exp((d - max) * scale) in place; returns the float64 sum. Two vectors per
 // iteration without masks; the tail goes through the same vector code under a mask (a scalar tail
 // would round differently, without FMA, and break exact ties between tail and body elements).
-__attribute__((target("avx512f,avx512dq"))) inline double exp_in_place_avx512(
-    float* __restrict__ w, int64_t n, float row_max, float scale) {
+__attribute__((target("avx512f,avx512dq"))) inline double exp_in_place_avx512(float* __restrict__ w,
+                                                                              int64_t n,
+                                                                              float row_max,
+                                                                              float scale) {
   const __m512 max_v = _mm512_set1_ps(row_max), scale_v = _mm512_set1_ps(scale);
   constexpr __mmask16 kAll = 0xFFFF;
   __m512d sum_a = _mm512_setzero_pd(), sum_b = _mm512_setzero_pd();
@@ -547,8 +554,7 @@ __attribute__((target("avx512f,avx512dq"))) inline double exp_in_place_avx512(
     sum_b = add_pairs_pd(sum_b, f);
   }
   for (; i < n; i += 16) {
-    const __mmask16 lanes =
-        n - i >= 16 ? kAll : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    const __mmask16 lanes = n - i >= 16 ? kAll : static_cast<__mmask16>((1u << (n - i)) - 1u);
     const __m512 e = exp16_avx512(_mm512_maskz_loadu_ps(lanes, w + i), max_v, scale_v, lanes);
     _mm512_mask_storeu_ps(w + i, lanes, e);
     sum_a = add_pairs_pd(sum_a, e);
@@ -654,8 +660,8 @@ TSDI_ALWAYS_INLINE StridedSample draw_strided_sample(const float* w, int64_t voc
 // third, or too few sampled values carrying its mass), i.e. on peaked rows. The bracket is only a
 // guess: the caller checks it exactly.
 TSDI_ALWAYS_INLINE bool sampled_bracket(const StridedSample& sample, int64_t vocab, double total,
-                                        float top_p, float floor, Workspace& ws,
-                                        uint32_t& lo_bits, uint32_t& hi_bits) {
+                                        float top_p, float floor, Workspace& ws, uint32_t& lo_bits,
+                                        uint32_t& hi_bits) {
   const double estimate = sample.total * static_cast<double>(vocab) / static_cast<double>(kSample);
   if (!(estimate > 0.75 * total && estimate < 1.33 * total)) return false;
   // Effective sample size of the mass: when a handful of sampled values carry it, the guess is
@@ -694,10 +700,10 @@ struct Collected {
 };
 
 TSDI_ALWAYS_INLINE Collected collect_and_weigh(const float* values, int64_t n, uint32_t lo_bits,
-                                               uint32_t hi_bits, double above_before,
-                                               float* out) {
+                                               uint32_t hi_bits, double above_before, float* out) {
   Collected c{0, 0.0, 0.0};
-  c.count = collect_bracket(values, n, bits_to_float(lo_bits), bits_to_float(hi_bits), out, c.above);
+  c.count =
+      collect_bracket(values, n, bits_to_float(lo_bits), bits_to_float(hi_bits), out, c.above);
   c.inside = mass_at_least(out, 0, c.count, 0.0f);  // lane sums: a serial float64 chain is slow
   c.above += above_before;
   return c;
@@ -741,7 +747,7 @@ TSDI_ALWAYS_INLINE void narrow_bracket(const float* values, int64_t n, double ab
 // floor) are selected from instead.
 TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double total, float top_p,
                                          Workspace& ws, double& kept) {
-  kept = -1.0;  // unknown: the caller measures it
+  kept = -1.0;          // unknown: the caller measures it
   if (top_p >= 1.0f) {  // everything (w >= 0)
     kept = total;
     return 0.0f;
@@ -749,15 +755,14 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   if (top_p <= 0.0f) return 1.0f;  // the maximum (and its ties): w == 1 exactly there
   const double target = static_cast<double>(top_p) * total;
   // Shrunk slightly against rounding in S.
-  const float floor =
-      static_cast<float>((1.0 - static_cast<double>(top_p)) * total / static_cast<double>(vocab) *
-                         (1.0 - 1e-6));
+  const float floor = static_cast<float>((1.0 - static_cast<double>(top_p)) * total /
+                                         static_cast<double>(vocab) * (1.0 - 1e-6));
 
   // [floor, 1] certainly holds tau (every w <= 1).
   const uint32_t floor_bits = float_to_bits(floor), end_bits = float_to_bits(1.0f) + 1u;
   uint32_t lo_bits = floor_bits;
   uint32_t hi_bits = end_bits;
-  double above = 0.0;                           // exact mass of the values >= hi
+  double above = 0.0;  // exact mass of the values >= hi
   const float* source = w;
   int64_t n = vocab;
   float* buffers[2] = {ws.candidates.data(), ws.candidates_next.data()};

@@ -7,7 +7,8 @@
 #include <cstddef>
 
 #if defined(__x86_64__) && defined(__linux__) && !defined(TSDI_NO_TARGET_CLONES)
-#define TSDI_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define TSDI_CPU_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define TSDI_CPU_CLONES
 #endif
@@ -49,8 +50,8 @@ void sample_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_be
   }
 }
 
-void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin,
-                int64_t row_end, Workspace& workspace) {
+void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin, int64_t row_end,
+                Workspace& workspace) {
   ensure_capacity(workspace, params.vocab);
   switch (dtype) {
     case LogitsDType::kFloat32: return probs_range<float>(params, row_begin, row_end, workspace);

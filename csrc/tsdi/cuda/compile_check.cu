@@ -14,7 +14,9 @@ template cudaError_t launch_sampling<float, false>(const SamplingParams&, int64_
 template cudaError_t launch_sampling<float, true>(const SamplingParams&, int64_t, cudaStream_t);
 template cudaError_t launch_sampling<__half, false>(const SamplingParams&, int64_t, cudaStream_t);
 template cudaError_t launch_sampling<__half, true>(const SamplingParams&, int64_t, cudaStream_t);
-template cudaError_t launch_sampling<__nv_bfloat16, false>(const SamplingParams&, int64_t, cudaStream_t);
-template cudaError_t launch_sampling<__nv_bfloat16, true>(const SamplingParams&, int64_t, cudaStream_t);
+template cudaError_t launch_sampling<__nv_bfloat16, false>(const SamplingParams&, int64_t,
+                                                           cudaStream_t);
+template cudaError_t launch_sampling<__nv_bfloat16, true>(const SamplingParams&, int64_t,
+                                                          cudaStream_t);
 }  // namespace cuda
 }  // namespace tsdi

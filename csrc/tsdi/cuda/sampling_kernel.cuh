@@ -45,7 +45,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kBuckets = 32;
 static_assert(kBuckets == 32, "each lane of a warp clears one bucket of its warp's row");
 constexpr int kMaxClusterPortable = 8;
-constexpr int kMaxCluster = 16;  // non-portable cluster size, allowed on H100/H200
+constexpr int kMaxCluster = 16;               // non-portable cluster size, allowed on H100/H200
 constexpr int kSmemBudgetBytes = 200 * 1024;  // dynamic shared memory for the slice, per CTA
 
 // Shared-memory scratch besides the slice. Every field that other CTAs read is written before a
@@ -56,10 +56,10 @@ struct alignas(16) Scratch {
   int64_t warp_index[kWarps];
   double warp_double[kWarps];
   double warp_bucket_mass[kWarps][kBuckets];  // each warp's own bucket masses (atomics in-warp)
-  double bucket_mass[2][kBuckets]; // this CTA's bucket masses, double-buffered by round
-  int32_t chosen;                  // bisection decision of this round (written by thread 0)
+  double bucket_mass[2][kBuckets];            // this CTA's bucket masses, double-buffered by round
+  int32_t chosen;  // bisection decision of this round (written by thread 0)
   double chosen_above;
-  float part_max;                  // this CTA's partial results, read by the cluster
+  float part_max;  // this CTA's partial results, read by the cluster
   int32_t part_bad;
   int64_t part_index;
   int64_t part_last_kept;
@@ -90,7 +90,10 @@ __device__ __forceinline__ Scratch& shared_scratch() {
 // the streaming hint: each logit is read once.
 __device__ __forceinline__ void load_vector(const float* p, float (&f)[4]) {
   const float4 v = __ldcs(reinterpret_cast<const float4*>(p));
-  f[0] = v.x; f[1] = v.y; f[2] = v.z; f[3] = v.w;
+  f[0] = v.x;
+  f[1] = v.y;
+  f[2] = v.z;
+  f[3] = v.w;
 }
 template <typename T2, typename Convert>
 __device__ __forceinline__ void load_vector_pairs(const void* p, float (&f)[8], Convert convert) {
@@ -341,14 +344,14 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
     tau = 1.0f;
   } else {
     const double target = static_cast<double>(rp.top_p) * total;
-    const float floor_value = static_cast<float>(
-        (1.0 - static_cast<double>(rp.top_p)) * total / static_cast<double>(p.vocab) * (1.0 - 1e-6));
+    const float floor_value = static_cast<float>((1.0 - static_cast<double>(rp.top_p)) * total /
+                                                 static_cast<double>(p.vocab) * (1.0 - 1e-6));
     uint32_t lo = __float_as_uint(floor_value);
     uint32_t hi = __float_as_uint(1.0f) + 1u;
     double above = 0.0;
     for (int round = 0; hi - lo > 1u; ++round) {
-      const uint32_t span = hi - lo;                         // 2 .. 2^30
-      const int shift = max(0, 27 - __clz(span - 1));        // ceil(log2(span)) - 5
+      const uint32_t span = hi - lo;                   // 2 .. 2^30
+      const int shift = max(0, 27 - __clz(span - 1));  // ceil(log2(span)) - 5
       // Each warp accumulates into its own row of buckets: shared-memory float64 atomics are
       // compare-and-swap loops on sm_90, and 512 threads retrying on the same few buckets would
       // serialise; within one warp they contend with at most 31 others. (The previous round's
@@ -388,17 +391,24 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
         for (int k = kBuckets - 1; k >= 0; --k) {  // same order in every lane and every CTA
           const double mk = __shfl_sync(0xffffffffu, m, k);
           if (chosen < 0) {
-            if (running + mk >= target) chosen = k; else running += mk;
+            if (running + mk >= target)
+              chosen = k;
+            else
+              running += mk;
           }
         }
-        if (threadIdx.x == 0) { s.chosen = chosen; s.chosen_above = running; }
+        if (threadIdx.x == 0) {
+          s.chosen = chosen;
+          s.chosen_above = running;
+        }
       }
       __syncthreads();
       const int chosen = s.chosen;
       if (chosen < 0) break;  // rounding left the total short: keep everything in the bracket
       above = s.chosen_above;
       const uint64_t new_lo = static_cast<uint64_t>(lo) + (static_cast<uint64_t>(chosen) << shift);
-      const uint64_t new_hi = static_cast<uint64_t>(lo) + (static_cast<uint64_t>(chosen + 1) << shift);
+      const uint64_t new_hi =
+          static_cast<uint64_t>(lo) + (static_cast<uint64_t>(chosen + 1) << shift);
       lo = static_cast<uint32_t>(new_lo);
       hi = new_hi < hi ? static_cast<uint32_t>(new_hi) : hi;
     }
@@ -442,7 +452,8 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   const double u = uniform_from_seed_offset(rp.seed, rp.offset);
   const double target = u * kept_total;
   int64_t found = INT64_MAX;
-  if (target < kept_before + s.part_kept) {  // later CTAs search too: rounding gaps fall through to the next kept token
+  if (target < kept_before + s.part_kept) {  // later CTAs search too: rounding gaps fall through to
+                                             // the next kept token
     // Each thread owns a contiguous chunk, so thread order is vocabulary order.
     const int64_t chunk = ((n + kThreads - 1) / kThreads) | 1;  // odd stride: no bank conflicts
     const int64_t c0 = threadIdx.x * chunk;
@@ -519,7 +530,8 @@ inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget
   while (static_cast<int64_t>(cluster) * fit < vocab && cluster < kMaxCluster) cluster *= 2;
   if (static_cast<int64_t>(cluster) * fit < vocab) return cudaErrorInvalidValue;  // V too large
   const int wanted = batch <= 16 ? 8 : batch <= 64 ? 4 : batch <= 128 ? 2 : 1;
-  while (cluster < wanted && cluster < kMaxClusterPortable && vocab / (cluster * 2) >= 2048) cluster *= 2;
+  while (cluster < wanted && cluster < kMaxClusterPortable && vocab / (cluster * 2) >= 2048)
+    cluster *= 2;
   plan.cluster = cluster;
   plan.slice = (vocab + cluster - 1) / cluster;
   plan.smem_bytes = static_cast<size_t>(plan.slice + kSlicePadFloats) * sizeof(float);
@@ -533,8 +545,8 @@ inline cudaError_t plan_launch(int64_t batch, int64_t vocab, int64_t smem_budget
 // should not hold up. A function template's static: one cache per instantiation and process,
 // shared by every translation unit.
 struct KernelAttributeCache {
-  static constexpr int kDevices = 64;               // devices past this set them on every launch
-  std::atomic<int64_t> smem_bytes[kDevices] = {};   // MaxDynamicSharedMemorySize; 0: not set
+  static constexpr int kDevices = 64;              // devices past this set them on every launch
+  std::atomic<int64_t> smem_bytes[kDevices] = {};  // MaxDynamicSharedMemorySize; 0: not set
   std::atomic<bool> non_portable_cluster[kDevices] = {};
 };
 template <typename T, bool kProbs>
@@ -552,11 +564,12 @@ cudaError_t set_kernel_attributes(Kernel kernel, KernelAttributeCache* cache, in
   // The whole budget, not this launch's need: a captured CUDA graph replays its launches with the
   // attribute as it is then, which a later, smaller setting must not undercut. The budget is a
   // constant of the device, so concurrent callers set the same value.
-  if (cache != nullptr && cache->smem_bytes[device].load(std::memory_order_acquire) == smem_budget) {
+  if (cache != nullptr &&
+      cache->smem_bytes[device].load(std::memory_order_acquire) == smem_budget) {
     *skipped = true;
   } else {
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem_budget));
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_budget));
     if (err != cudaSuccess) return err;
     if (cache != nullptr) cache->smem_bytes[device].store(smem_budget, std::memory_order_release);
   }
@@ -564,9 +577,11 @@ cudaError_t set_kernel_attributes(Kernel kernel, KernelAttributeCache* cache, in
     if (cache != nullptr && cache->non_portable_cluster[device].load(std::memory_order_acquire)) {
       *skipped = true;
     } else {
-      const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      const cudaError_t err =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
       if (err != cudaSuccess) return err;
-      if (cache != nullptr) cache->non_portable_cluster[device].store(true, std::memory_order_release);
+      if (cache != nullptr)
+        cache->non_portable_cluster[device].store(true, std::memory_order_release);
     }
   }
   return cudaSuccess;
@@ -576,7 +591,8 @@ cudaError_t set_kernel_attributes(Kernel kernel, KernelAttributeCache* cache, in
 // slice_smem_budget() for the current device (a caller that already queried it for its own checks
 // passes it on). T: float, __half or __nv_bfloat16.
 template <typename T, bool kProbs>
-cudaError_t launch_sampling(const SamplingParams& params, int64_t smem_budget, cudaStream_t stream) {
+cudaError_t launch_sampling(const SamplingParams& params, int64_t smem_budget,
+                            cudaStream_t stream) {
   if (params.batch == 0) return cudaSuccess;
   if (params.batch > 65535) return cudaErrorInvalidValue;
   LaunchPlan plan;
@@ -610,7 +626,8 @@ cudaError_t launch_sampling(const SamplingParams& params, int64_t smem_budget, c
       int clusters = 0;
       e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
       if (e != cudaSuccess) return e;
-      if (clusters == 0) return cudaErrorInvalidClusterSize;  // "cannot be scheduled on this device"
+      if (clusters == 0)
+        return cudaErrorInvalidClusterSize;  // "cannot be scheduled on this device"
     }
     return cudaLaunchKernelEx(&config, kernel, params, plan.slice);
   };

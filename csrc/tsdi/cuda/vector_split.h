@@ -15,10 +15,11 @@ namespace cuda {
 constexpr int64_t kSlicePadFloats = 4;
 
 struct VectorSplit {
-  int64_t head = 0;     // elements [0, head) are loaded one by one
-  int64_t vectors = 0;  // then `vectors` loads of 16 bytes: elements [head, head + vectors * 16 / size)
-  int64_t pad = 0;      // the slice starts `pad` floats into its shared memory: element head lands
-                        // on a 16-byte boundary, so each vector's floats are stored 4 at a time
+  int64_t head = 0;  // elements [0, head) are loaded one by one
+  int64_t vectors =
+      0;            // then `vectors` loads of 16 bytes: elements [head, head + vectors * 16 / size)
+  int64_t pad = 0;  // the slice starts `pad` floats into its shared memory: element head lands
+                    // on a 16-byte boundary, so each vector's floats are stored 4 at a time
 };
 
 // `address`: where the slice's first element lies; `n`: its length; `element_bytes`: 4 (float) or

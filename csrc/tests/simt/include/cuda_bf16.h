@@ -6,8 +6,12 @@
 
 #include "cuda_runtime.h"
 
-struct __nv_bfloat16 { uint16_t bits; };
-struct __nv_bfloat162 { __nv_bfloat16 x, y; };
+struct __nv_bfloat16 {
+  uint16_t bits;
+};
+struct __nv_bfloat162 {
+  __nv_bfloat16 x, y;
+};
 
 inline float __bfloat162float(__nv_bfloat16 h) {
   const uint32_t out = static_cast<uint32_t>(h.bits) << 16;

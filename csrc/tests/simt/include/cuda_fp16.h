@@ -6,8 +6,12 @@
 
 #include "cuda_runtime.h"
 
-struct __half { uint16_t bits; };
-struct __half2 { __half x, y; };
+struct __half {
+  uint16_t bits;
+};
+struct __half2 {
+  __half x, y;
+};
 
 inline float __half2float(__half h) {
   const uint32_t sign = static_cast<uint32_t>(h.bits & 0x8000u) << 16;

@@ -34,9 +34,15 @@ struct dim3 {
 #define blockIdx (::simt::current_thread().block_idx)
 
 // ---- vector types ----
-struct alignas(8) float2 { float x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) float2 {
+  float x, y;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
 
 // ---- runtime types ----
 enum cudaError_t : int {
@@ -46,14 +52,19 @@ enum cudaError_t : int {
   cudaErrorInvalidClusterSize = 912,
 };
 typedef struct simt_stream* cudaStream_t;
-enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
+enum cudaDeviceAttr {
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
+};
 enum cudaFuncAttribute {
   cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
   cudaFuncAttributeNonPortableClusterSizeAllowed = 14,
 };
 enum cudaLaunchAttributeID { cudaLaunchAttributeClusterDimension = 4 };
 struct cudaLaunchAttributeValue {
-  struct { unsigned x, y, z; } clusterDim;
+  struct {
+    unsigned x, y, z;
+  } clusterDim;
 };
 struct cudaLaunchAttribute {
   cudaLaunchAttributeID id;
@@ -123,15 +134,20 @@ inline cudaError_t cudaGetDevice(int* device) {
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
   if (device != 0) return cudaErrorInvalidValue;
   switch (attribute) {
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = simt::device().optin_shared_bytes; return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMajor: *value = simt::device().compute_capability_major; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = simt::device().optin_shared_bytes;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = simt::device().compute_capability_major;
+      return cudaSuccess;
   }
   return cudaErrorInvalidValue;
 }
 template <typename Function>
 cudaError_t cudaFuncSetAttribute(Function* function, cudaFuncAttribute attribute, int value) {
   ++simt::function_attribute_sets();
-  simt::FunctionAttributes& a = simt::function_attributes()[reinterpret_cast<const void*>(function)];
+  simt::FunctionAttributes& a =
+      simt::function_attributes()[reinterpret_cast<const void*>(function)];
   switch (attribute) {
     case cudaFuncAttributeMaxDynamicSharedMemorySize:
       if (value < 0 || value > simt::device().optin_shared_bytes) return cudaErrorInvalidValue;
@@ -147,10 +163,12 @@ cudaError_t cudaFuncSetAttribute(Function* function, cudaFuncAttribute attribute
 template <typename Function>
 cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, Function* function,
                                            const cudaLaunchConfig_t* config) {
-  const simt::LaunchShape shape = simt::launch_shape(*config, reinterpret_cast<const void*>(function));
+  const simt::LaunchShape shape =
+      simt::launch_shape(*config, reinterpret_cast<const void*>(function));
   const unsigned ranks = shape.cluster.x * shape.cluster.y * shape.cluster.z;
-  const bool fits = ranks <= static_cast<unsigned>(simt::device().max_cluster) &&
-                    shape.dynamic_shared_bytes <= static_cast<size_t>(simt::device().optin_shared_bytes);
+  const bool fits =
+      ranks <= static_cast<unsigned>(simt::device().max_cluster) &&
+      shape.dynamic_shared_bytes <= static_cast<size_t>(simt::device().optin_shared_bytes);
   *clusters = fits ? simt::device().multiprocessors / static_cast<int>(ranks) : 0;
   return cudaSuccess;
 }
@@ -176,7 +194,9 @@ inline cudaError_t cudaGetLastError() {
 // ---- synchronisation and warp intrinsics ----
 // The trailing defaulted arguments record the call site (see simt::Site).
 #define SIMT_SITE_PARAMETERS const char *file = __builtin_FILE(), int line = __builtin_LINE()
-inline void __syncthreads(SIMT_SITE_PARAMETERS) { simt::syncthreads({"__syncthreads", file, line}); }
+inline void __syncthreads(SIMT_SITE_PARAMETERS) {
+  simt::syncthreads({"__syncthreads", file, line});
+}
 inline void __syncwarp(unsigned mask = 0xffffffffu, SIMT_SITE_PARAMETERS) {
   simt::syncwarp(mask, {"__syncwarp", file, line});
 }
@@ -250,10 +270,26 @@ inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
-inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
-inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
-inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
-inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline int __float_as_int(float f) {
+  int i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __int_as_float(int i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
