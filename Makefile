@@ -5,11 +5,11 @@
 #   make replicate  set-up + the TSDI replication on SmolLM2 (experiments/replication, writes its results/)
 #   make lint    ruff check, ruff format --check, clang-format --dry-run (what CI runs)
 #   make format  the same formatters, applied
-#   make cuda-wheel the cp312 cu130 wheel (sm_90) that tools/gpu_session.sh takes to a lent GPU
+#   make cuda-wheel the cp312 cu130 wheel (sm_90) that tools/gpu_session.sh installs on a GPU machine
 # On a machine whose system Python already has the torch to build against (e.g. a CUDA torch),
 # with the package index reachable for the other dependencies:
 #   make test TORCH_PIN= VENV_FLAGS=--system-site-packages
-# (The lent GPU machines have no network: use tools/gpu_session.sh there.)
+# (On a GPU machine without network, use tools/gpu_session.sh: docs/gpu_checks.md.)
 PYTHON ?= python3
 VENV ?= .venv
 VENV_FLAGS ?=

@@ -1,4 +1,4 @@
-"""The GPU session's tooling, checked without a GPU: the benchmark's target verdicts and memory
+"""The GPU checks' tooling, checked without a GPU: the benchmark's target verdicts and memory
 floor (benchmarks/bench_cuda.py), and that every tools/ script parses."""
 
 import importlib.util

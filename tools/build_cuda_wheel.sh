@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cu130 wheel for Python 3.12 + torch 2.11 (what the lent GPU machines run), built on a machine
+# The cu130 wheel for Python 3.12 + torch 2.11 (what the GPU checks run on), built on a machine
 # without a GPU: PyPI's Linux torch 2.11 is the CUDA 13.0 build and carries its libraries, and the
 # machine's nvcc compiles the kernels. Makes a fresh virtual environment ($CUDA_WHEEL_VENV, default
 # .venv-cuda-wheel) with Python 3.12, that torch and the dev requirements, builds the wheel from

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Every GPU check of issue #3 in ONE device call that fits a lease of 15 minutes of device time
-# (the machine's start, the call and its idle tail all count; no machine starts with under 4 minutes
-# left, so there is no second try): install the CUDA wheel, the CUDA tests, the benchmark,
-# compute-sanitizer, the rest of the suite, ncu. Runs on the device machine, in the repository root;
-# its python3 holds torch 2.11 + CUDA 13.0 and most test dependencies, and nothing can be fetched.
+# Every GPU check in ONE command with a deadline, for a GPU machine that is available for a short,
+# fixed time with no network: install the CUDA wheel, the CUDA tests, the benchmark,
+# compute-sanitizer, the rest of the suite, ncu. Runs on the GPU machine, in the repository root;
+# its python3 holds torch 2.11 + CUDA 13.0 and most test dependencies. docs/gpu_checks.md says
+# how to run it and what it returns.
 #
-# Before the call, on the CPU machine (2.5 minutes here, no GPU needed):
+# Before it, on a CPU machine (2.5 minutes, no GPU needed):
 #   make cuda-wheel        # the cp312 cu130 wheel, sm_90 only, in .venv-cuda-wheel/dist
-# Then one call, nothing else on the device:
-#   run(command="tools/gpu_session.sh", carry=[".venv-cuda-wheel/dist"], timeout_s=560)
-# and copy the returned files into benchmarks/results/gpu/ and commit them.
+# then, on the GPU machine with that directory copied beside the checkout:
+#   tools/gpu_session.sh
+# and commit the files it writes under benchmarks/results/gpu/.
 #
-# The stages run in the order of what the issue needs most, each under its own time cap and all
+# The stages run in order of importance (the tests first), each under its own time cap and all
 # under one deadline (GPU_SESSION_BUDGET_S, default 520 s from the start): a stage that would run
 # past the deadline gets what is left, and one with nothing left is skipped, saying so. A hung or
 # crashed stage costs only its own cap. Each writes one file under $OUT (8 files at most come

@@ -1,24 +1,13 @@
-"""Pure-PyTorch reference of the debiased sampling step: the test oracle and the "pure PyTorch
-path" of the benchmarks. Written to be read, not to be fast.
+"""Pure-PyTorch reference of the sampling step: the test oracle and the "pure PyTorch path" of the
+benchmarks. Written to be read, not to be fast.
 
-The contract (shared by every backend; see ``tsdi_ext.sample``):
-
-1. ``d = logits - alpha * bias[positions]`` in float32 (no bias for rows whose position is ``>= L``).
-2. A row is *invalid* (``valid = False``, token 0, all-zero probabilities) if a per-row parameter is
-   bad (temperature negative or NaN, top_p NaN, position negative) or if ``d`` holds a NaN or a
-   +inf, or is -inf everywhere.
-3. ``temperature == 0``: greedy, the first index of ``max(d)``.
-4. Otherwise ``p = softmax(d / temperature)``, computed as ``exp((d - max d) / T)`` (-inf kept as
-   -inf, so tiny or infinite temperatures do not overflow) in float32, normalised in float64.
-5. Nucleus: ``tau`` is the largest value such that ``sum(p[p >= tau]) >= top_p``; all tokens with
-   ``p >= tau`` are kept (ties at the threshold included). ``top_p >= 1`` keeps all tokens,
-   ``top_p <= 0`` keeps the maximum (with its ties). Kept probabilities are renormalised.
-6. Draw: ``u = philox4x32_10(counter=(offset_lo, offset_hi, 0, 0), key=(seed_lo, seed_hi))[0] / 2**32``;
-   the token is the first index (in vocabulary order) whose cumulative renormalised probability
-   exceeds ``u``; the last kept token if rounding leaves the total short of ``u``.
+It implements docs/contract.md step by step; each step below is marked with its section there
+(``# §5``). Scalars arrive already rounded to float32 by the front end (contract §1).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -111,8 +100,8 @@ def _per_row(value, batch: int, dtype: torch.dtype, device: torch.device) -> tor
 def debiased_logits(
     logits, bias=None, positions=None, alpha=1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``d = logits - alpha * bias[positions]`` as ``[B, V]`` float32, and a ``[B]`` bool that is
-    True where a row's position is negative (an invalid row)."""
+    """§2: ``d = logits - alpha * bias[positions]`` as ``[B, V]`` float32, and a ``[B]`` bool that
+    is True where a row's position is negative (an invalid row, §3)."""
     batch, vocab = logits.shape
     d = logits.float()
     bad_position = torch.zeros(batch, dtype=torch.bool, device=logits.device)
@@ -136,7 +125,7 @@ def debiased_logits(
 
 
 def row_status(d, bad_position, temperature, top_p) -> torch.Tensor:
-    """``[B]`` int32 status codes (``ROW_*``) of debiased logits ``d`` and per-row parameters."""
+    """§3: ``[B]`` int32 status codes (``ROW_*``) of debiased logits ``d`` and per-row parameters."""
     batch = d.shape[0]
     temperature = _per_row(temperature, batch, torch.float32, d.device)
     top_p = _per_row(top_p, batch, torch.float32, d.device)
@@ -153,62 +142,90 @@ def row_status(d, bad_position, temperature, top_p) -> torch.Tensor:
     return status
 
 
-def _probs_and_valid(logits, bias, positions, alpha, temperature, top_p):
-    """``sampling_probs`` and the ``[B]`` validity, computed once for both public functions."""
+_FLT_MIN, _FLT_MAX = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max
+# Below this the fused kernels' exp returns exactly 0 (contract §5).
+_EXP_FLUSH = -86.0
+
+
+class _Row(NamedTuple):
+    """What sample and sampling_probs share: validity, greedy rows, weights and the nucleus."""
+
+    valid: torch.Tensor  # [B] bool (§3)
+    greedy: torch.Tensor  # [B] bool: temperature == 0 (§4)
+    argmax: torch.Tensor  # [B] int64: the first index of max d (§4)
+    kept: torch.Tensor  # [B, V] float32: w where w >= tau, else 0 (§5, §6)
+    kept_mass: torch.Tensor  # [B] float64: K (§6)
+
+
+def _rows(logits, bias, positions, alpha, temperature, top_p) -> _Row:
     batch, vocab = logits.shape
     temperature = _per_row(temperature, batch, torch.float32, logits.device)
     top_p = _per_row(top_p, batch, torch.float32, logits.device)
+    # §2
     d, bad_position = debiased_logits(logits, bias, positions, alpha)
+    # §3
     valid = row_status(d, bad_position, temperature, top_p) == ROW_OK
-    if batch == 0:
-        return d.new_zeros((0, vocab)), valid
-
-    d_max = d.max(dim=1, keepdim=True).values
-    z = torch.where(d == float("-inf"), float("-inf"), (d - d_max) / temperature[:, None])
-    # exp in float32, normaliser and masses in float64: the nucleus boundary compares cumulative
-    # masses whose steps can be 1e-6 of the total, finer than a float32 sum can resolve.
-    weights = torch.exp(z).double()
-    p = weights / weights.sum(dim=1, keepdim=True)
-
-    sorted_p = p.sort(dim=1, descending=True).values
-    mass_before = sorted_p.cumsum(dim=1)
-    # Index of the first sorted token whose cumulative mass reaches top_p: tau is its probability.
-    crossing = (mass_before < top_p.double()[:, None]).sum(dim=1).clamp(max=vocab - 1)
-    tau = sorted_p.gather(1, crossing[:, None]).squeeze(1)
-    tau = torch.where(top_p >= 1, torch.zeros_like(tau), tau)
-    tau = torch.where(top_p <= 0, sorted_p[:, 0], tau)
-    kept = torch.where(p >= tau[:, None], p, torch.zeros_like(p))
-    probs = (kept / kept.sum(dim=1, keepdim=True)).float()
-
+    # §4 (first index: torch.argmax returns the first of equal maxima)
     greedy = temperature == 0
-    one_hot = torch.nn.functional.one_hot(d.argmax(dim=1), vocab).float()
-    probs = torch.where(greedy[:, None], one_hot, probs)
-    return torch.where(valid[:, None], probs, torch.zeros_like(probs)), valid
+    argmax = d.argmax(dim=1) if vocab else torch.zeros(batch, dtype=torch.int64, device=d.device)
+    # §5: w = exp((d - max d) * s), s = 1/T in float32 clamped to [FLT_MIN, FLT_MAX]
+    d_max = d.max(dim=1, keepdim=True).values
+    scale = temperature.reciprocal().clamp(_FLT_MIN, _FLT_MAX)
+    z = (d - d_max) * scale[:, None]
+    w = torch.where(z < _EXP_FLUSH, 0.0, torch.exp(z))
+    total = w.double().sum(dim=1)
+    # §6: tau = the largest w with sum(w[w >= tau]) >= top_p * S (masses in float64): the weight
+    # of the first token, in descending order, at which the running mass reaches top_p * S.
+    sorted_w = w.sort(dim=1, descending=True).values
+    running = sorted_w.double().cumsum(dim=1)
+    target = top_p.double() * total
+    crossing = (running < target[:, None]).sum(dim=1).clamp(max=vocab - 1)
+    tau = sorted_w.gather(1, crossing[:, None]).squeeze(1)
+    tau = torch.where(top_p >= 1, torch.zeros_like(tau), tau)
+    tau = torch.where(top_p <= 0, sorted_w[:, 0], tau)
+    kept = torch.where(w >= tau[:, None], w, torch.zeros_like(w))
+    return _Row(valid, greedy, argmax, kept, kept.double().sum(dim=1))
 
 
 def sampling_probs(
     logits, *, bias=None, positions=None, alpha=1.0, temperature=1.0, top_p=1.0
 ) -> torch.Tensor:
-    """The renormalised nucleus distribution, ``[B, V]`` float32 (see the module docstring)."""
-    return _probs_and_valid(logits, bias, positions, alpha, temperature, top_p)[0]
+    """The renormalised nucleus distribution, ``[B, V]`` float32 (contract §6)."""
+    batch, vocab = logits.shape
+    if batch == 0:
+        return logits.new_zeros((0, vocab), dtype=torch.float32)
+    row = _rows(logits, bias, positions, alpha, temperature, top_p)
+    # §6: w / K on the kept tokens
+    probs = (row.kept.double() / row.kept_mass[:, None]).float()
+    # §4: one-hot at the first maximum
+    one_hot = torch.nn.functional.one_hot(row.argmax, vocab).float()
+    probs = torch.where(row.greedy[:, None], one_hot, probs)
+    # §3: invalid rows are all zeros
+    return torch.where(row.valid[:, None], probs, torch.zeros_like(probs))
 
 
 def sample(
     logits, *, bias=None, positions=None, alpha=1.0, temperature=1.0, top_p=1.0, seed=0, offset=0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens ``[B]`` int64 and validity ``[B]`` bool (see the module docstring)."""
+    """Tokens ``[B]`` int64 and validity ``[B]`` bool (contract §7)."""
     batch, vocab = logits.shape
     device = logits.device
-    probs, valid = _probs_and_valid(logits, bias, positions, alpha, temperature, top_p)
     if batch == 0:
-        return torch.zeros(0, dtype=torch.int64, device=device), valid
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, torch.zeros(0, dtype=torch.bool, device=device)
+    row = _rows(logits, bias, positions, alpha, temperature, top_p)
+    # §7: u from (seed, offset); the first kept index whose running kept mass exceeds u * K ...
     u = uniform(
         _per_row(seed, batch, torch.int64, device), _per_row(offset, batch, torch.int64, device)
     )
-    cdf = probs.double().cumsum(dim=1)
-    tokens = torch.searchsorted(cdf, u[:, None], right=True).squeeze(1)
-    kept_positions = torch.arange(vocab, device=device).expand(batch, vocab)
-    last_kept = torch.where(probs > 0, kept_positions, -1).max(dim=1).values
+    running = row.kept.double().cumsum(dim=1)
+    tokens = torch.searchsorted(running, (u * row.kept_mass)[:, None], right=True).squeeze(1)
+    # ... or, when rounding leaves the total short of it, the last kept token with w > 0
+    indices = torch.arange(vocab, device=device).expand(batch, vocab)
+    last_kept = torch.where(row.kept > 0, indices, -1).max(dim=1).values
     tokens = torch.where(tokens >= vocab, last_kept, tokens)
-    tokens = torch.where(valid, tokens, torch.zeros_like(tokens))
-    return tokens, valid
+    # §4: greedy rows
+    tokens = torch.where(row.greedy, row.argmax, tokens)
+    # §3: invalid rows give token 0
+    tokens = torch.where(row.valid, tokens, torch.zeros_like(tokens))
+    return tokens, row.valid

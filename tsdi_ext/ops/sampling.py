@@ -138,46 +138,32 @@ def sample(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Debias, scale, keep the top-p nucleus and draw one token per row, in one fused step.
 
+    What it computes is docs/contract.md (arguments §1, invalid rows §3, the draw §7).
+
     Parameters
     ----------
     logits : torch.Tensor
-        ``[B, V]`` float32, float16 or bfloat16. Any row stride; a tensor whose vocabulary axis is
-        not unit-stride is copied once. All arithmetic is float32.
+        ``[B, V]`` float32, float16 or bfloat16, any row stride.
     bias : torch.Tensor, optional
-        ``[L, V]`` float32 table (row ``t``: the bias at response position ``t``) or ``[V]`` (the
-        same bias at every position). Must be contiguous on the CUDA and CPU backends.
+        ``[L, V]`` float32 table (row ``t``: response position ``t``) or ``[V]``; contiguous.
     positions : torch.Tensor, optional
-        ``[B]`` int64 response position of each row; required with an ``[L, V]`` bias. A row whose
-        position is ``>= L`` gets no bias; a negative position makes the row invalid.
-    alpha : float or torch.Tensor
-        Debiasing strength, scalar or ``[B]`` float32: ``d = logits - alpha * bias[positions]``.
-    temperature : float or torch.Tensor
-        Scalar or ``[B]`` float32, ``>= 0``. 0 means greedy (first argmax of ``d``).
-    top_p : float or torch.Tensor
-        Nucleus mass, scalar or ``[B]`` float32. ``>= 1`` keeps all tokens, ``<= 0`` the maximum.
+        ``[B]`` int64 response position of each row; required with an ``[L, V]`` bias.
+    alpha, temperature, top_p : float or torch.Tensor
+        Scalars or ``[B]`` float32: debiasing strength, temperature (0: greedy), nucleus mass.
     seed, offset : int or torch.Tensor
-        Scalar or ``[B]`` int64 (read as uint64). The draw of a row depends only on its own
-        ``(seed, offset)``: the same pair gives the same uniform on every backend and at every
-        batch position. Use ``offset`` as the decoding step.
+        Scalars or ``[B]`` int64 (read as uint64): a row's draw depends only on its own pair. Use
+        ``offset`` as the decoding step.
     backend : {"auto", "torch", "cpu", "cuda"}
-        Implementation to run (see module docstring).
+        Implementation to run (see the module docstring).
     strict : bool
-        If True, raise ``ValueError`` naming the invalid rows (this synchronises with the device).
+        Raise ``ValueError`` naming the invalid rows (synchronises with the device).
 
     Returns
     -------
     tokens : torch.Tensor
-        ``[B]`` int64, in ``[0, V)``. 0 for invalid rows.
+        ``[B]`` int64 in ``[0, V)``; 0 for invalid rows.
     valid : torch.Tensor
-        ``[B]`` bool. False where the row cannot be sampled: a debiased logit is NaN or +inf, all
-        are -inf, or a per-row temperature is negative/NaN, top_p NaN or position negative.
-
-    Notes
-    -----
-    The draw is the inverse CDF over the nucleus in vocabulary order: with
-    ``u = philox4x32_10(counter=(offset_lo, offset_hi, 0, 0), key=(seed_lo, seed_hi))[0] / 2**32``,
-    the token is the first kept index whose cumulative renormalised probability exceeds ``u``.
-    Backends agree token for token except when ``u`` falls within float rounding of a boundary.
+        ``[B]`` bool; False for rows that cannot be sampled.
     """
     params = dict(alpha=alpha, temperature=temperature, top_p=top_p, seed=seed, offset=offset)
     positions, args = _prepare(logits, bias, positions, backend, params)
@@ -205,15 +191,15 @@ def sampling_probs(
     backend: str = "auto",
     strict: bool = False,
 ) -> torch.Tensor:
-    """The distribution that :func:`sample` draws from.
+    """The distribution that :func:`sample` draws from (docs/contract.md §4-§6).
 
-    Parameters are those of :func:`sample` (without ``seed`` and ``offset``).
+    Parameters are those of :func:`sample` without ``seed`` and ``offset``.
 
     Returns
     -------
     torch.Tensor
-        ``[B, V]`` float32: the nucleus probabilities renormalised to sum to 1, zeros outside the
-        nucleus; one-hot at the first argmax for ``temperature == 0``; all zeros for invalid rows.
+        ``[B, V]`` float32: the renormalised nucleus, zeros outside it; one-hot at the first
+        maximum for ``temperature == 0``; all zeros for invalid rows.
     """
     params = dict(alpha=alpha, temperature=temperature, top_p=top_p)
     positions, args = _prepare(logits, bias, positions, backend, params)

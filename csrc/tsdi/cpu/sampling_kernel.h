@@ -1,10 +1,10 @@
-// Fused CPU kernel for debiased top-p sampling: torch-free, one row at a time.
+// Fused CPU kernel for debiased top-p sampling: torch-free, one row at a time. What a row computes
+// is docs/contract.md; the passes below are how (V = vocabulary size):
 //
-// Per row b (V = vocabulary size):
 // (elementwise arithmetic in float32, sums of masses in float64; the AVX-512 exp pass adds pairs
 // of weights in float32 before widening)
 //   pass 1  d_i = logit_i - alpha * bias_i, max d, NaN / +inf detection       (reads logits + bias)
-//   pass 2  w_i = exp((d_i - max d) / T), S = sum w                               (in place)
+//   pass 2  w_i = exp((d_i - max d) * s), s = 1/T clamped, S = sum w             (in place)
 //   pass 3  the top-p threshold tau = the largest w such that the mass of {w_i >= tau} is at least
 //           top_p * S: a strided sample (peaked or flat rows) or vectorised probe and pivot passes
 //           bracket it, one pass collects the values inside the bracket, then a mass-weighted

@@ -7,21 +7,20 @@
 // its bias row), whatever the number of passes, and a small batch still spreads over up to 16 SMs
 // per row.
 //
-// Per row, exactly the contract of tsdi_ext.sample (see tsdi_ext/reference.py):
-//   1. d = x - alpha * bias (rounded product, no FMA), max d, NaN/+inf/all -inf detection.
-//   2. T == 0: greedy (first index of max d).
-//   3. w = exp((d - max) * (1/T)) with the CPU kernel's polynomial and FMA order (bit-identical to
-//      its AVX-512 path), S = sum w in float64.
-//   4. tau: bisection over float bit patterns with 32 power-of-two-wide buckets per round (<= 6
-//      rounds, one cluster.sync each, bucket masses double-buffered): the float64 mass of each
-//      bucket is reduced across the cluster and the bucket where the mass from the top crosses
-//      top_p * S becomes the next bracket; ends at a single bit pattern = tau.
-//   5. Draw: kept mass per CTA, prefix over the cluster, then a block scan of per-thread chunks in
-//      vocabulary order: the first kept index whose running float64 mass exceeds u * S_kept,
-//      u = Philox4x32-10(seed, offset) / 2^32 (identical to the CPU's).
+// What a row computes is docs/contract.md; this kernel does its steps as follows:
+//   §2-§3  d = x - alpha * bias (rounded product, no FMA), max d, NaN/+inf/all -inf detection.
+//   §4     T == 0: greedy (first index of max d).
+//   §5     w = exp((d - max) * (1/T)) with the CPU kernel's polynomial and FMA order (bit-identical
+//          to its AVX-512 path), S = sum w in float64.
+//   §6     tau: bisection over float bit patterns with 32 power-of-two-wide buckets per round (<= 6
+//          rounds, one cluster.sync each, bucket masses double-buffered): the float64 mass of
+//          each bucket is reduced across the cluster and the bucket where the mass from the top
+//          crosses top_p * S becomes the next bracket; ends at a single bit pattern = tau.
+//   §7     kept mass per CTA, prefix over the cluster, then a block scan of per-thread chunks in
+//          vocabulary order: the first kept index whose running float64 mass exceeds u * S_kept.
 // Float64 sums use shared-memory atomics inside a CTA, so their last bits may vary run to run; the
 // kept set and token can differ from the CPU only when u or top_p falls within ~1e-15 of a
-// boundary.
+// boundary (contract §8).
 #pragma once
 
 #include <cooperative_groups.h>
