@@ -274,6 +274,20 @@ def rescore_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_rescore_options(parser: argparse.ArgumentParser) -> None:
+    """The judging options of ``tsdi rescore`` (shared with the experiments' rescore)."""
+    parser.add_argument(
+        "--scorer",
+        default=None,
+        help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)",
+    )
+    parser.add_argument(
+        "--fluency-model",
+        default=None,
+        help="recompute the benign answers' NLL under this model (e.g. 'smollm2')",
+    )
+
+
 def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alphas", default="0.25,0.5,1,2", help="comma-separated TSDI strengths")
     parser.add_argument("--lengths", default="1,8", help="comma-separated L (bias rows used)")
@@ -376,16 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("rescore", help="rebuild a sweep's table/plot from responses.jsonl")
     p.add_argument("directory", help="output directory of 'tsdi sweep'")
-    p.add_argument(
-        "--scorer",
-        default=None,
-        help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)",
-    )
-    p.add_argument(
-        "--fluency-model",
-        default=None,
-        help="recompute the benign answers' NLL under this model (e.g. 'smollm2')",
-    )
+    add_rescore_options(p)
     p.set_defaults(handler=rescore_command)
 
     p = commands.add_parser("info", help="versions, compiled backends, GPU, build/torch match")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tsdi_ext.cli import add_sweep_options, comma_separated, run
+from tsdi_ext.cli import add_rescore_options, add_sweep_options, comma_separated, run
 
 from .realign import RealignSettings, realign
 from .replicate import RESULTS, replicate, rescore_replication
@@ -117,16 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("rescore", help="rebuild a replication's table, plot and summary")
     p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
-    p.add_argument(
-        "--scorer",
-        default=None,
-        help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)",
-    )
-    p.add_argument(
-        "--fluency-model",
-        default=None,
-        help="recompute the benign answers' NLL under this model (e.g. 'smollm2')",
-    )
+    add_rescore_options(p)
     p.set_defaults(handler=rescore_command)
     return parser
 

@@ -34,6 +34,7 @@ from tsdi_ext.eval import (
     sweep_configs,
     write_table,
 )
+from tsdi_ext.eval.report import gap_and_nll
 from tsdi_ext.models import SMOLLM2, load_model
 
 from .realign import RealignSettings, realign
@@ -65,12 +66,7 @@ def _markdown_summary(rows, inspection, record) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        gap = (
-            ""
-            if r.get("above_mixture") is None
-            else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
-        )
-        nll = format(r["benign_nll"], ".2f") if "benign_nll" in r else ""
+        gap, nll = gap_and_nll(r)
         lines.append(
             f"| {r['name']} | {r['harmful_refusal']:.3f} ({r['harmful_refusal_low']:.3f}-{r['harmful_refusal_high']:.3f}) "
             f"| {r['benign_compliance']:.3f} ({r['benign_compliance_low']:.3f}-{r['benign_compliance_high']:.3f}) "

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["write_table", "plot_pareto", "format_rows"]
+__all__ = ["write_table", "plot_pareto", "gap_and_nll", "format_rows"]
 
 
 def write_table(rows: Sequence[dict], directory: str | Path) -> tuple[Path, Path]:
@@ -106,6 +106,15 @@ def plot_pareto(
     return path
 
 
+def gap_and_nll(row: dict) -> tuple[str, str]:
+    """A row's distance above the mixture line (``+0.123``) and benign NLL (``0.82``) as table
+    cells; empty where the row has none."""
+    gap = row.get("above_mixture")
+    # round(...) + 0.0: a gap that rounds to -0.000 prints as +0.000
+    gap = "" if gap is None else format(round(gap, 3) + 0.0, "+.3f")
+    return gap, format(row["benign_nll"], ".2f") if "benign_nll" in row else ""
+
+
 def format_rows(rows: Sequence[dict]) -> str:
     """The sweep table as ``tsdi sweep`` / ``tsdi rescore`` print it."""
     lines = [
@@ -113,12 +122,7 @@ def format_rows(rows: Sequence[dict]) -> str:
         f"{'NLL':>5s} Pareto"
     ]
     for r in rows:
-        gap = (
-            ""
-            if r.get("above_mixture") is None
-            else format(round(r["above_mixture"], 3) + 0.0, "+.3f")
-        )
-        nll = format(r["benign_nll"], ".2f") if "benign_nll" in r else ""
+        gap, nll = gap_and_nll(r)
         lines.append(
             f"{r['name']:32s} {r['harmful_refusal']:6.3f} [{r['harmful_refusal_low']:.3f}, {r['harmful_refusal_high']:.3f}]"
             f" {r['benign_compliance']:6.3f} [{r['benign_compliance_low']:.3f}, {r['benign_compliance_high']:.3f}]"
