@@ -11,6 +11,11 @@ Environment:
   TORCH_CUDA_ARCH_LIST, MAX_JOBS   respected as by torch.utils.cpp_extension
   TSDI_EXT_LOCAL_VERSION=1   add the local version label of a binary wheel: +cpu.torch2.13 or
                              +cu130.torch2.13 (the extension is tied to one torch minor series)
+
+A wheel requires the torch series it was compiled against (``torch==2.13.*``): its extension is
+ABI-tied to that series, and in a per-CUDA package index (docs/installing.md) pip must not pair it
+with another torch. The sdist, which compiles against whatever torch is installed, requires
+``torch>=2.11`` only.
 """
 
 import json
@@ -49,9 +54,25 @@ def version() -> str:
     base = namespace["__version__"]
     if os.environ.get("TSDI_EXT_LOCAL_VERSION", "") != "1":
         return base
-    series = ".".join(torch.__version__.split("+")[0].split(".")[:2])
     flavour = "cu" + torch.version.cuda.replace(".", "") if BUILD_CUDA else "cpu"
-    return f"{base}+{flavour}.torch{series}"
+    return f"{base}+{flavour}.torch{torch_series()}"
+
+
+MIN_TORCH = "2.11"
+
+
+def torch_series() -> str:
+    """The installed torch's minor series, e.g. ``2.13`` for 2.13.0+cpu."""
+    return ".".join(torch.__version__.split("+")[0].split(".")[:2])
+
+
+def torch_requirement() -> str:
+    # setuptools runs the "sdist" command only when making the source distribution; every other
+    # path (bdist_wheel, dist_info for a wheel, pip install .) compiles the extension against the
+    # installed torch, so its metadata names that series.
+    if "sdist" in sys.argv[1:]:
+        return f"torch>={MIN_TORCH}"
+    return f"torch=={torch_series()}.*"
 
 
 def cuda_arch_list() -> str:
@@ -88,6 +109,8 @@ def extensions():
 
 setup(
     version=version(),
+    # pyproject.toml declares dependencies dynamic: the torch requirement depends on what is built.
+    install_requires=[torch_requirement(), "safetensors>=0.4", "tqdm>=4.60"],
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension},
 )

@@ -9,10 +9,19 @@
 # https://download.pytorch.org/whl/cu130'); the wheel's local version label records both. Builds
 # run without isolation on purpose: an isolated build would resolve its own torch.
 #
+# The wheel pip builds is tagged linux_x86_64, which no package index accepts; auditwheel repairs
+# it to the manylinux tag the binary actually satisfies (the oldest glibc whose symbols it uses:
+# build in a manylinux_2_28 container, as .github/workflows/wheels.yml does, for
+# manylinux_2_28_x86_64). torch's own libraries (libc10*, libtorch*, libgomp.so.1, which torch
+# ships and loads before the extension) and the CUDA runtime and driver (torch's wheel carries
+# libcudart; the driver is the machine's) are excluded: the extension must use the copies the
+# running torch has loaded, never a second copy vendored into the wheel.
+#
 # Environment: PYTHON (default python3), WHEEL_DIR (default dist), MAX_JOBS (default: all cores),
-# TORCH_CUDA_ARCH_LIST (CUDA default "8.0;8.6;8.9;9.0+PTX": the kernel itself needs sm_90
-# (thread-block clusters); older architectures get a stub so that one wheel loads everywhere and
-# refuses with a clear error).
+# TORCH_CUDA_ARCH_LIST (CUDA default "8.0;8.6;8.9;9.0;10.0;12.0+PTX": the kernel itself needs
+# thread-block clusters (sm_90 and newer); older architectures get a stub so that one wheel loads
+# everywhere and refuses with a clear error), AUDITWHEEL_PLAT (default: the best tag the binary
+# satisfies), TSDI_EXT_NO_REPAIR=1 (keep the linux_x86_64 wheel: local use only).
 set -euo pipefail
 flavour="${1:-}"
 cd "$(dirname "$0")/.."
@@ -26,7 +35,7 @@ case "$flavour" in
     ;;
   cuda)
     export FORCE_CUDA=1
-    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;8.6;8.9;9.0+PTX}"
+    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;8.6;8.9;9.0;10.0;12.0+PTX}"
     "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.version.cuda else 'tools/build_wheels.sh cuda: the installed torch has no CUDA')"
     command -v nvcc >/dev/null || { echo "tools/build_wheels.sh cuda: nvcc not found" >&2; exit 1; }
     ;;
@@ -37,7 +46,27 @@ case "$flavour" in
 esac
 "$PYTHON" -c "import torch; print('building against torch', torch.__version__, 'CUDA', torch.version.cuda)"
 rm -rf build  # no objects of another flavour or torch
-"$PYTHON" -m pip wheel --no-build-isolation --no-deps -w "$WHEEL_DIR" .
+raw="$(mktemp -d)"
+trap 'rm -rf "$raw"' EXIT
+"$PYTHON" -m pip wheel --no-build-isolation --no-deps -w "$raw" .
+mkdir -p "$raw/repaired" "$WHEEL_DIR"
+if [[ "${TSDI_EXT_NO_REPAIR:-}" == "1" ]]; then
+  cp "$raw"/tsdi_ext-*.whl "$raw/repaired"/
+else
+  excludes=()
+  for lib in 'libc10*.so*' 'libtorch*.so*' 'libgomp.so.1' 'libcudart.so*' 'libcuda.so*'; do
+    excludes+=(--exclude "$lib")
+  done
+  plat=()
+  if [[ -n "${AUDITWHEEL_PLAT:-}" ]]; then plat=(--plat "$AUDITWHEEL_PLAT"); fi
+  # auditwheel must find torch's libraries to follow the binary's other needs through them.
+  torch_lib="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+  LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    "$PYTHON" -m auditwheel repair "${plat[@]}" "${excludes[@]}" -w "$raw/repaired" "$raw"/tsdi_ext-*.whl
+fi
+# The metadata and tag an index needs (torch pin matching the label, manylinux, no vendored torch).
+"$PYTHON" tools/check_wheel.py ${TSDI_EXT_NO_REPAIR:+--allow-linux-tag} "$raw"/repaired/tsdi_ext-*.whl
+cp "$raw"/repaired/tsdi_ext-*.whl "$WHEEL_DIR"/
 if [[ "${2:-}" == "--sdist" ]]; then
   # The sdist is flavour-neutral (it builds the CPU extension without CUDA, the CUDA one with it):
   # no local version label.

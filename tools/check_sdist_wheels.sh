@@ -4,11 +4,14 @@
 #
 #   1. the sdist, built from the checkout with .venv's Python;
 #   2. the CPU wheel from that sdist with .venv's CPU torch (no CUDA: setup.py must detect that and
-#      build the CPU extension only), installed into a fresh target directory: `python -m
+#      build the CPU extension only) by tools/build_wheels.sh, as a release is built: repaired to
+#      a manylinux tag and checked by tools/check_wheel.py (torch pin matching the label, tag, no
+#      vendored torch library); installed into a fresh target directory: `python -m
 #      tsdi_ext.info` must list no cuda backend, and a sample call must run;
 #   3. the CUDA wheel from the same sdist (tools/build_cuda_wheel.sh: nvcc for the default
-#      architectures, linked against libtorch_cuda) with Python 3.12 and torch 2.11 from PyPI,
-#      whose Linux build carries CUDA 13.0 (what the GPU machines run);
+#      architectures, linked against libtorch_cuda, repaired and checked the same way) with
+#      Python 3.12 and torch 2.11 from PyPI, whose Linux build carries CUDA 13.0 (what the GPU
+#      machines run);
 #   4. that wheel installed, not editable, into a fresh Python 3.12 virtual environment: `python -m
 #      tsdi_ext.info` must report the cuda backend and a build that matches torch;
 #   5. the whole Python suite against it (the CUDA tests skip: no GPU here).
@@ -41,8 +44,13 @@ say "sdist"
 "$CPU_PY" -m build --sdist --no-isolation --outdir "$sdist_dir" . > /dev/null
 sdist="$(ls "$sdist_dir"/tsdi_ext-*.tar.gz)"
 
+tar -xzf "$sdist" -C "$work"
+src="$(ls -d "$work"/tsdi_ext-*/)"
+# The sdist names no torch series (it compiles against whatever is installed).
+grep -q "^Requires-Dist: torch>=2.11$" "$src/PKG-INFO" || { say "the sdist's torch requirement is not torch>=2.11" >&2; exit 1; }
+
 say "CPU wheel from the sdist, against $("$CPU_PY" -c 'import torch; print(torch.__version__)')"
-"$CPU_PY" -m pip wheel -q --no-build-isolation --no-deps -w "$work/cpu" "$sdist"
+(cd "$src" && PYTHON="$CPU_PY" WHEEL_DIR="$work/cpu" tools/build_wheels.sh cpu)
 "$CPU_PY" -m pip install -q --no-deps --target "$work/cpu-site" "$work"/cpu/tsdi_ext-*.whl
 info="$(cd "$work" && PYTHONPATH="$work/cpu-site" "$CPU_PY" -P -m tsdi_ext.info)"
 echo "$info"
@@ -53,9 +61,8 @@ tokens, valid = tsdi_ext.sample(torch.randn(3, 1000), temperature=0.7, top_p=0.9
 assert tokens.shape == (3,) and bool(valid.all()), (tokens, valid)
 print('CPU wheel from the sdist: sample ok')")
 
-tar -xzf "$sdist" -C "$work"
 status=0
-tools/build_cuda_wheel.sh "$(ls -d "$work"/tsdi_ext-*/)" || status=$?
+tools/build_cuda_wheel.sh "$src" || status=$?
 if ((status == 3)); then say "skipping the CUDA wheel (above: why)"; exit 0; fi
 ((status == 0)) || exit "$status"
 PY="$(cd "$VENV/bin" && pwd)/python"

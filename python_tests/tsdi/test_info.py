@@ -99,3 +99,40 @@ def test_import_failure_without_a_wheel_label():
     symbol = ImportError("_C.so: undefined symbol: _ZN3c104cuda9SetDeviceEi")
     explained = _native.explain_import_failure(symbol, "0.1.0", "2.12.0", None)
     assert "compiled against a different torch than the one installed (2.12.0)" in str(explained)
+
+
+@pytest.mark.parametrize(
+    "torch_version,torch_cuda,expected",
+    [
+        ("2.13.0+cpu", None, "+cpu.torch2.13"),
+        ("2.11.0", "13.0", "+cu130.torch2.11"),
+        ("2.12.1+cu128", "12.8", "+cu128.torch2.12"),
+    ],
+)
+def test_needed_wheel_follows_the_build_label(torch_version, torch_cuda, expected):
+    wanted = info.needed_wheel(torch_version, torch_cuda, version="0.1.0+cpu.torch2.13")
+    assert wanted == "0.1.0" + expected
+
+
+def test_install_hint_names_the_index_path_and_the_pip_command(monkeypatch):
+    monkeypatch.delenv(info.WHEEL_INDEX_ENV, raising=False)
+    hint = info.install_hint("2.11.0", "13.0")
+    assert (
+        "+cu130.torch2.11" in hint and "cu130/torch2.11/" in hint and "docs/installing.md" in hint
+    )
+    monkeypatch.setenv(info.WHEEL_INDEX_ENV, "https://example.org/whl/")
+    hint = info.install_hint("2.11.0", "13.0")
+    assert "--extra-index-url https://example.org/whl/cu130/torch2.11/" in hint
+
+
+def test_report_names_the_wheel_for_this_torch_only_on_a_mismatch(monkeypatch):
+    assert "wheel_for_this_torch" not in info.report()
+
+    class FakeC:
+        @staticmethod
+        def build_info():
+            return {"torch_version": "2.9.0", "cuda": False}
+
+    monkeypatch.setattr(_native, "_C", FakeC)
+    wanted = info.needed_wheel(torch.__version__, torch.version.cuda)
+    assert wanted in info.report()["wheel_for_this_torch"]
