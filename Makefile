@@ -67,7 +67,7 @@ replicate: build
 	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication replicate
 
 CXX_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cuh' -o -name '*.cpp' -o -name '*.cu')
-PY_SOURCES := setup.py tsdi_ext python_tests benchmarks experiments
+PY_SOURCES := setup.py tsdi_ext python_tests benchmarks experiments tools
 
 lint: setup
 	$(VENV)/bin/ruff check $(PY_SOURCES)
