@@ -1,6 +1,7 @@
 # Everything runs in a virtual environment (.venv) that the first target creates.
 #   make demo    set-up + the main job
 #   make test    set-up + the whole test suite
+#   make engines / make test-engines  the engines' environments / the adapters tested inside them
 #   make bench   set-up + the benchmarks (write benchmarks/results/)
 #   make replicate  set-up + the TSDI replication on SmolLM2 (experiments/replication, writes its results/)
 #   make lint    ruff check, ruff format --check, clang-format --dry-run (what CI runs)
@@ -17,7 +18,7 @@ TORCH_PIN ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PACKAGE_SOURCES := $(shell find csrc tsdi_ext -type f -not -name '*.so' -not -path '*__pycache__*') setup.py pyproject.toml
 
-.PHONY: setup build demo test bench replicate lint format cuda-wheel clean
+.PHONY: setup build demo test engines test-engines bench replicate lint format cuda-wheel clean
 
 setup: $(VENV)/.deps
 
@@ -54,6 +55,33 @@ test: build
 	ctest --test-dir build/cmake --output-on-failure
 	HF_HUB_OFFLINE=1 $(PY) -P -m pytest python_tests -q
 
+# The adapters against vLLM and llama.cpp themselves (docs/engines.md). Each engine has its own
+# environment outside the checkout, made by tools/setup_engines.sh (cached: a second run only
+# installs a changed tsdi_ext wheel), which gets the wheel `make build` made: the engines run the
+# same torch as .venv. `make engines` makes both environments; `make test-engines` refreshes the
+# wheel in those that exist and runs python_tests/engines inside each, with TSDI_ENGINE naming
+# the engine (a missing engine fails there); an engine without an environment is reported as
+# skipped. --confcutdir: python_tests/conftest.py needs the project's .venv, not an engine's.
+ENGINE_ENVS ?= $(or $(TSDI_ENGINE_ENVS),$(HOME)/.cache/tsdi_ext/engines)
+ENGINES ?= vllm llama-cpp
+WHEEL = $(firstword $(wildcard dist/tsdi_ext-*.whl))
+
+engines: build
+	TSDI_ENGINE_ENVS="$(ENGINE_ENVS)" TSDI_WHEEL="$(WHEEL)" tools/setup_engines.sh $(ENGINES)
+
+test-engines: build
+	@for engine in $(ENGINES); do \
+	  dir="$(ENGINE_ENVS)/$$engine"; \
+	  if [ ! -x "$$dir/bin/python" ]; then \
+	    echo "test-engines: SKIPPED $$engine: no environment at $$dir (make engines ENGINES=$$engine)"; \
+	    continue; \
+	  fi; \
+	  TSDI_ENGINE_ENVS="$(ENGINE_ENVS)" TSDI_WHEEL="$(WHEEL)" tools/setup_engines.sh $$engine || exit 1; \
+	  echo "test-engines: $$engine"; \
+	  TSDI_ENGINE=$$engine HF_HUB_OFFLINE=1 "$$dir/bin/python" -P -m pytest python_tests/engines \
+	    -q -rs -p no:cacheprovider --confcutdir=python_tests/engines || exit 1; \
+	done
+
 # Gemma-3-270M's GGUF (about 250 MB of PyPI chunk packages) gives the benchmark real V = 262144
 # logits; only the benchmarks need it.
 bench: build
@@ -67,7 +95,7 @@ replicate: build
 	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication replicate
 
 CXX_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cuh' -o -name '*.cpp' -o -name '*.cu')
-PY_SOURCES := setup.py tsdi_ext python_tests benchmarks experiments tools
+PY_SOURCES := setup.py tsdi_ext python_tests benchmarks experiments tools hub
 
 lint: setup
 	$(VENV)/bin/ruff check $(PY_SOURCES)

@@ -33,13 +33,24 @@ class TSDILogitsProcessor(LogitsProcessor):
         ``[L, V]`` bias table.
     prompt_length : int
         Length of the (left-padded) prompt batch: position ``t = input_ids.shape[1] - prompt_length``.
-    alpha : float
-        Debiasing strength.
+    alpha : float or torch.Tensor
+        Debiasing strength: one for the batch, or a ``[B]`` tensor with one per row (0 leaves a
+        row untouched).
     """
 
-    def __init__(self, bias, prompt_length: int, alpha: float = 1.0):
+    def __init__(self, bias, prompt_length: int, alpha: float | torch.Tensor = 1.0):
         self.bias = bias.bias if isinstance(bias, BiasTable) else bias.float()
         self.prompt_length = prompt_length
+        if isinstance(alpha, torch.Tensor):
+            if alpha.dim() != 1:
+                raise ValueError(
+                    f"tsdi_ext: alpha is a float or a [B] tensor, got shape {tuple(alpha.shape)}"
+                )
+            alpha = alpha.float()[:, None]  # [B, 1]: broadcasts over the vocabulary
+        elif not isinstance(alpha, (int, float)):
+            raise TypeError(
+                f"tsdi_ext: alpha is a float or a [B] tensor, got {type(alpha).__name__}"
+            )
         self.alpha = alpha
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -47,7 +58,14 @@ class TSDILogitsProcessor(LogitsProcessor):
         if position < 0 or position >= self.bias.shape[0]:
             return scores
         row = self.bias[position].to(device=scores.device)
-        return scores - (self.alpha * row).to(scores.dtype)
+        alpha = self.alpha
+        if isinstance(alpha, torch.Tensor):
+            if alpha.shape[0] != scores.shape[0]:
+                raise ValueError(
+                    f"tsdi_ext: alpha has {alpha.shape[0]} rows but the batch has {scores.shape[0]}"
+                )
+            alpha = alpha.to(scores.device)
+        return scores - (alpha * row).to(scores.dtype)
 
 
 def tsdi_generate(
