@@ -13,7 +13,7 @@ import sys
 from tsdi_ext.cli import add_rescore_options, add_sweep_options, comma_separated, run
 
 from .realign import RealignSettings, realign
-from .replicate import RESULTS, replicate, rescore_replication
+from .replicate import RESULTS, check_results_directory, replicate, rescore_replication
 
 
 def _realign_settings(args) -> RealignSettings:
@@ -49,9 +49,10 @@ def replicate_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         scorer=args.scorer,
+        force=args.force,
     )
     print(format_rows(rows))
-    print((args.out / "summary.md").read_text())
+    print((check_results_directory(args.out, force=True) / "summary.md").read_text())
     return 0
 
 
@@ -110,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bias-prompts", type=int, default=256, help="random prompts for the bias estimate"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out that holds no earlier replication results",
     )
     _add_realign_options(p)
     add_sweep_options(p)
