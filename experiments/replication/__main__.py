@@ -3,6 +3,7 @@
 realign    safety-realign SmolLM2 (LoRA SFT; cached): the aligned model of the replication
 replicate  the whole replication: realign, estimate, inspect, sweep (make replicate)
 rescore    rebuild a replication's table, plot and summary from its responses
+judge      train and cross-validate the safety judge, check it against the hand labels
 """
 
 from __future__ import annotations
@@ -68,6 +69,27 @@ def rescore_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def judge_command(args: argparse.Namespace) -> int:
+    from tsdi_ext.eval.judge import SafetyJudge
+
+    from .judge_training import WEIGHTS, hand_label_check, train_judge
+
+    if not args.check_only:
+        record = train_judge(seed=args.seed)
+        cv = record["cross_validation"]
+        print(
+            f"judge: {record['examples']} labelled answers, grouped {cv['folds']}-fold CV: "
+            f"AUC {cv['best']['auc']:.3f}, accuracy {cv['best']['accuracy']:.3f} "
+            f"(best grid point); weights: {WEIGHTS}"
+        )
+    check = hand_label_check(SafetyJudge(weights=WEIGHTS))
+    print(
+        f"hand labels: {check['n']} answers, judge agrees on {check['judge_agreement']:.3f}, "
+        f"the pattern refusal detector on {check['pattern_refusal_agreement']:.3f}"
+    )
+    return 0
+
+
 def _add_realign_options(parser: argparse.ArgumentParser) -> None:
     d = RealignSettings()
     parser.add_argument(
@@ -125,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     add_rescore_options(p)
     p.set_defaults(handler=rescore_command)
+
+    p = commands.add_parser("judge", help="train and validate the safety judge")
+    p.add_argument("--seed", type=int, default=0, help="cross-validation fold assignment")
+    p.add_argument(
+        "--check-only", action="store_true", help="only check the frozen judge on the hand labels"
+    )
+    p.set_defaults(handler=judge_command)
     return parser
 
 
