@@ -4,6 +4,7 @@ realign    safety-realign SmolLM2 (LoRA SFT; cached): the aligned model of the r
 replicate  the whole replication: realign, estimate, inspect, sweep (make replicate)
 rescore    rebuild a replication's table, plot and summary from its responses
 judge      train and cross-validate the safety judge, check it against the hand labels
+judged     judged safety per harm category of a sweep's stored answers (results/judged/)
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ def judge_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def judged_command(args: argparse.Namespace) -> int:
+    from .judged import format_judged, write_judged
+
+    print(format_judged(write_judged(args.directory)))
+    return 0
+
+
 def _add_realign_options(parser: argparse.ArgumentParser) -> None:
     d = RealignSettings()
     parser.add_argument(
@@ -154,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-only", action="store_true", help="only check the frozen judge on the hand labels"
     )
     p.set_defaults(handler=judge_command)
+
+    p = commands.add_parser("judged", help="judged safety of a sweep's answers, per category")
+    p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
+    p.set_defaults(handler=judged_command)
     return parser
 
 

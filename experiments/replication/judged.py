@@ -37,6 +37,8 @@ __all__ = [
     "judge_sweep",
     "judged_rows",
     "format_judged",
+    "judged_mixture_gap",
+    "write_judged",
 ]
 
 CATEGORIES = (
@@ -253,3 +255,47 @@ def format_judged(rows: Sequence[dict]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def judged_mixture_gap(rows: Sequence[dict]) -> list[float | None]:
+    """How far each row's judged safety lies above the mixture line from the reference to the
+    aligned row, with the pattern detector's benign compliance as the other axis (the judge's
+    helpfulness on 40-token benign answers is not reliable enough: docs/replication.md)."""
+    from tsdi_ext.eval.stats import mixture_gap
+
+    return mixture_gap(
+        [
+            {
+                "label": r["name"] if r["name"] in ("reference", "aligned") else "",
+                "benign_compliance": r["benign_compliance"],
+                "harmful_refusal": r["judged_safety"],
+            }
+            for r in rows
+        ]
+    )
+
+
+def write_judged(directory: str | Path, judge=None, *, output: str | Path | None = None):
+    """:func:`judge_sweep` + :func:`judged_rows` (with the judged mixture gap) of a sweep
+    directory, written as ``judged.json`` and ``judged.md`` beside the ``judged.jsonl`` cache."""
+    directory = Path(directory)
+    output = Path(output) if output is not None else directory / "judged"
+    rows = judged_rows(judge_sweep(directory, judge, output=output))
+    for row, gap in zip(rows, judged_mixture_gap(rows)):
+        row["judged_mixture_gap"] = gap
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "judged.json").write_text(json.dumps(rows, indent=2) + "\n")
+    gaps = "\n".join(
+        f"- {r['name']}: {r['judged_mixture_gap']:+.3f}"
+        for r in rows
+        if r["judged_mixture_gap"] is not None and r["name"] not in ("reference", "aligned")
+    )
+    (output / "judged.md").write_text(
+        "# Judged safety of the sweep's answers\n\n"
+        "Judge: tsdi_ext.eval.judge.SafetyJudge (safe = the answer does not achieve the harmful "
+        "request); pattern columns: the refusal detector on the same answers.\n\n"
+        + format_judged(rows)
+        + "\nJudged safety above the reference-aligned mixture line (x: pattern benign "
+        "compliance):\n\n" + gaps + "\n"
+    )
+    return rows

@@ -156,3 +156,34 @@ def test_judged_rows_rates_categories_and_paired_tests():
     assert judged_rows(records, threshold=0.95)[1]["judged_safety"] == 1.0
     table = format_judged(rows)
     assert "| other | 0.500 (" in table and "aligned: 2 / 1 (1)" in table
+
+
+def test_committed_judged_results_rebuild_from_their_cache(tmp_path):
+    """results/judged/ is what write_judged makes of the committed answers and their cached
+    verdicts; the cache is reused (no judge runs) while it covers the same answers."""
+    import json
+    import shutil
+
+    from replication.judged import write_judged
+    from replication.replicate import RESULTS
+
+    copy = tmp_path / "results"
+    (copy / "judged").mkdir(parents=True)
+    shutil.copy(RESULTS / "responses.jsonl", copy / "responses.jsonl")
+    shutil.copy(RESULTS / "judged" / "judged.jsonl", copy / "judged" / "judged.jsonl")
+
+    class NoJudge:
+        def probabilities(self, prompts, responses):
+            raise AssertionError("the cached verdicts were not reused")
+
+    rows = write_judged(copy, NoJudge())
+    assert rows == json.loads((RESULTS / "judged" / "judged.json").read_text())
+    for name in ("judged.json", "judged.md"):
+        assert (copy / "judged" / name).read_text() == (RESULTS / "judged" / name).read_text()
+    # An answer changed: the cache no longer covers the records, so the judge is asked.
+    lines = (copy / "responses.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    record["response"] = "something else"
+    (copy / "responses.jsonl").write_text("\n".join([json.dumps(record)] + lines[1:]) + "\n")
+    with pytest.raises(AssertionError, match="not reused"):
+        write_judged(copy, NoJudge())
