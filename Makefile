@@ -93,6 +93,7 @@ bench: build
 # putting the source tree's tsdi_ext in front of the installed one.
 replicate: build
 	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication replicate
+	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication judged
 
 CXX_SOURCES := $(shell find csrc -name '*.h' -o -name '*.cuh' -o -name '*.cpp' -o -name '*.cu')
 PY_SOURCES := setup.py tsdi_ext python_tests benchmarks experiments tools hub

@@ -3,6 +3,8 @@
 realign    safety-realign SmolLM2 (LoRA SFT; cached): the aligned model of the replication
 replicate  the whole replication: realign, estimate, inspect, sweep (make replicate)
 rescore    rebuild a replication's table, plot and summary from its responses
+judge      train and cross-validate the safety judge, check it against the hand labels
+judged     judged safety per harm category of a sweep's stored answers (results/judged/)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from tsdi_ext.cli import add_rescore_options, add_sweep_options, comma_separated, run
 
 from .realign import RealignSettings, realign
-from .replicate import RESULTS, replicate, rescore_replication
+from .replicate import RESULTS, check_results_directory, replicate, rescore_replication
 
 
 def _realign_settings(args) -> RealignSettings:
@@ -49,9 +51,10 @@ def replicate_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         scorer=args.scorer,
+        force=args.force,
     )
     print(format_rows(rows))
-    print((args.out / "summary.md").read_text())
+    print((check_results_directory(args.out, force=True) / "summary.md").read_text())
     return 0
 
 
@@ -64,6 +67,34 @@ def rescore_command(args: argparse.Namespace) -> int:
         args.directory, load_scorer(args.scorer) if args.scorer else None, fluency=fluency
     )
     print(format_rows(rows))
+    return 0
+
+
+def judge_command(args: argparse.Namespace) -> int:
+    from tsdi_ext.eval.judge import SafetyJudge
+
+    from .judge_training import WEIGHTS, hand_label_check, train_judge
+
+    if not args.check_only:
+        record = train_judge(seed=args.seed)
+        cv = record["cross_validation"]
+        print(
+            f"judge: {record['examples']} labelled answers, grouped {cv['folds']}-fold CV: "
+            f"AUC {cv['best']['auc']:.3f}, accuracy {cv['best']['accuracy']:.3f} "
+            f"(best grid point); weights: {WEIGHTS}"
+        )
+    check = hand_label_check(SafetyJudge(weights=WEIGHTS))
+    print(
+        f"hand labels: {check['n']} answers, judge agrees on {check['judge_agreement']:.3f}, "
+        f"the pattern refusal detector on {check['pattern_refusal_agreement']:.3f}"
+    )
+    return 0
+
+
+def judged_command(args: argparse.Namespace) -> int:
+    from .judged import format_judged, write_judged
+
+    print(format_judged(write_judged(args.directory)))
     return 0
 
 
@@ -111,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bias-prompts", type=int, default=256, help="random prompts for the bias estimate"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out that holds no earlier replication results",
+    )
     _add_realign_options(p)
     add_sweep_options(p)
     p.set_defaults(handler=replicate_command)
@@ -119,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     add_rescore_options(p)
     p.set_defaults(handler=rescore_command)
+
+    p = commands.add_parser("judge", help="train and validate the safety judge")
+    p.add_argument("--seed", type=int, default=0, help="cross-validation fold assignment")
+    p.add_argument(
+        "--check-only", action="store_true", help="only check the frozen judge on the hand labels"
+    )
+    p.set_defaults(handler=judge_command)
+
+    p = commands.add_parser("judged", help="judged safety of a sweep's answers, per category")
+    p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
+    p.set_defaults(handler=judged_command)
     return parser
 
 

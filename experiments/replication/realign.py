@@ -28,6 +28,7 @@ import json
 import platform
 import random
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "build_training_examples",
     "realigned_model_path",
     "realign",
+    "check_output_directory",
 ]
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -215,7 +217,9 @@ def realign(
             "the realignment needs peft, trl and datasets (pip install -r requirements-dev.txt)"
         ) from error
 
-    target = Path(output) if output is not None else realigned_model_path(base, settings)
+    target = (
+        Path(output) if output is not None else realigned_model_path(base, settings)
+    ).absolute()
     if (target / "realign.json").is_file() and not force:
         record = json.loads((target / "realign.json").read_text())
         if record.get("settings") == asdict(settings) and record.get("base_model") == base:
@@ -225,6 +229,7 @@ def realign(
                 f"tsdi_ext: {target} holds a model realigned with other settings or another base; "
                 "pass force=True (--force) to overwrite it"
             )
+    check_output_directory(target)
 
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -235,7 +240,10 @@ def realign(
     # Right padding while training (what the trainer's collator expects); load_model's left
     # padding (batched generation) is restored before the tokenizer is saved.
     tokenizer.padding_side = "right"
-    work = target.with_name(target.name + ".partial")
+    # A fresh temporary directory beside the target (same file system: the final rename is
+    # atomic), never a fixed name that could be someone's directory.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     config = SFTConfig(
         output_dir=str(work / "trainer"),
         num_train_epochs=settings.epochs,
@@ -276,8 +284,6 @@ def realign(
     merged = trainer.model.merge_and_unload().eval()
     tokenizer.padding_side = "left"
 
-    if work.exists():
-        shutil.rmtree(work)
     merged.save_pretrained(work)
     tokenizer.save_pretrained(work)
     import peft
@@ -321,7 +327,40 @@ def realign(
     }
     (work / "realign.json").write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(work / "trainer", ignore_errors=True)
-    if target.exists():
-        shutil.rmtree(target)
-    work.replace(target)
+    _install(work, target)
     return target
+
+
+def check_output_directory(target: Path) -> None:
+    """Refuses an output directory that :func:`realign` did not create: an existing path is
+    accepted only when it is an empty directory or holds a ``realign.json`` (a model this tool
+    wrote, which ``force`` may replace). Checked before any training starts."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ValueError(f"tsdi_ext: the output {target} exists and is not a directory")
+    if any(target.iterdir()) and not (target / "realign.json").is_file():
+        raise ValueError(
+            f"tsdi_ext: the output directory {target} is not empty and holds no realigned model "
+            "(no realign.json); it is never overwritten, even with --force: choose another path"
+        )
+
+
+def _install(work: Path, target: Path) -> None:
+    """Moves the finished model ``work`` to ``target``. An earlier model there (checked by
+    :func:`check_output_directory` to be one this tool wrote) is first renamed aside and removed
+    only once the new one is in place; the directory is checked again, since training takes
+    minutes and someone may have filled it meanwhile."""
+    check_output_directory(target)
+    if not target.exists():
+        work.rename(target)
+        return
+    if not any(target.iterdir()):
+        target.rmdir()
+        work.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    work.rename(target)
+    shutil.rmtree(old)

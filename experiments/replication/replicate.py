@@ -39,7 +39,7 @@ from tsdi_ext.models import SMOLLM2, load_model
 
 from .realign import RealignSettings, realign
 
-__all__ = ["RESULTS", "replicate", "rescore_replication"]
+__all__ = ["RESULTS", "check_results_directory", "replicate", "rescore_replication"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -102,16 +102,17 @@ def replicate(
     seed: int = 0,
     scorer: str | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[dict]:
     """The whole experiment (see the module docstring); writes its outputs into ``output``
-    (default: ``results/`` beside this file).
+    (default: ``results/`` beside this file; checked by :func:`check_results_directory`).
 
     Returns
     -------
     list of dict
         The sweep table.
     """
-    output = Path(output)
+    output = check_results_directory(output, force=force)
     output.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -209,6 +210,34 @@ def replicate(
     (output / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     (output / "summary.md").write_text(_markdown_summary(rows, inspection, record))
     return rows
+
+
+# What a replication writes; a directory holding only these (or nothing) may be written again.
+OUTPUT_MARKER = "run.json"
+
+
+def check_results_directory(output: str | Path, *, force: bool = False) -> Path:
+    """The absolute output directory of a replication, checked before any work starts.
+
+    The path is made absolute once, here, so every stage writes to the same place whatever the
+    current directory is later. An existing non-empty directory must hold a replication's
+    ``run.json`` (the earlier results it will replace); any other directory is refused unless
+    ``force``, because a replication overwrites ``responses.jsonl``, ``sweep.csv`` and the rest.
+    """
+    target = Path(output).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"tsdi_ext: the output {target} exists and is not a directory")
+    if (
+        target.is_dir()
+        and any(target.iterdir())
+        and not (target / OUTPUT_MARKER).is_file()
+        and not force
+    ):
+        raise ValueError(
+            f"tsdi_ext: {target} is not empty and holds no replication results ({OUTPUT_MARKER}); "
+            "choose another --out, or pass --force to write into it"
+        )
+    return target
 
 
 def rescore_replication(directory: str | Path, scorer=None, *, fluency=None) -> list[dict]:

