@@ -45,7 +45,15 @@ _LAZY_SUBMODULES = ("hf", "eval", "info", "cli")
 
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            # transformers, matplotlib...: say which extra installs it, in one line.
+            from .models import EXTRA_OF_MODULE, MissingExtraError, missing_extra_message
+
+            if error.name not in EXTRA_OF_MODULE:
+                raise
+            raise MissingExtraError(missing_extra_message(error.name), name=error.name) from None
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
