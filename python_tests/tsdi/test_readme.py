@@ -31,7 +31,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     namespace = {"__name__": "__readme__"}
     for i, code in enumerate(blocks("python")):
         exec(compile(code, f"README.md python block {i}", "exec"), namespace)
-    printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 2 and all(line.strip() for line in printed)
+    printed = capsys.readouterr().out
+    assert namespace["out"].texts[0] and printed.startswith(namespace["out"].texts[0] + "\n")
+    assert namespace["ids"].shape[1] > namespace["inputs"]["input_ids"].shape[1]
     assert (tmp_path / "bias.safetensors").is_file()
     assert namespace["valid"].all() and namespace["probs"].shape == (1, 49152)
