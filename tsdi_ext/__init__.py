@@ -17,12 +17,20 @@ The basic flow needs one import::
 """
 
 import importlib
+import sys
+import warnings
 
-from ._version import __version__
-from .bias import BiasFileError, BiasTable, estimate_bias
-from .generation import Generation, decode, generate
-from .models import load_model
-from .ops import BACKENDS, sample, sampling_probs
+if "torch" not in sys.modules:
+    # torch warns at import when NumPy is missing; tsdi_ext does not use NumPy, and in an
+    # environment without the [hf] extra (which brings NumPy) the warning would bury the one line
+    # that names the extra to install.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+
+from ._version import __version__  # noqa: E402
+from .bias import BiasFileError, BiasTable, estimate_bias  # noqa: E402
+from .generation import Generation, decode, generate  # noqa: E402
+from .models import load_model  # noqa: E402
+from .ops import BACKENDS, sample, sampling_probs  # noqa: E402
 
 __all__ = [
     "__version__",
