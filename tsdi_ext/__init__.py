@@ -17,12 +17,20 @@ The basic flow needs one import::
 """
 
 import importlib
+import sys
+import warnings
 
-from ._version import __version__
-from .bias import BiasFileError, BiasTable, estimate_bias
-from .generation import Generation, decode, generate
-from .models import load_model
-from .ops import BACKENDS, sample, sampling_probs
+if "torch" not in sys.modules:
+    # torch warns at import when NumPy is missing; tsdi_ext does not use NumPy, and in an
+    # environment without the [hf] extra (which brings NumPy) the warning would bury the one line
+    # that names the extra to install.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+
+from ._version import __version__  # noqa: E402
+from .bias import BiasFileError, BiasTable, estimate_bias  # noqa: E402
+from .generation import Generation, decode, generate  # noqa: E402
+from .models import load_model  # noqa: E402
+from .ops import BACKENDS, sample, sampling_probs  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -45,7 +53,15 @@ _LAZY_SUBMODULES = ("hf", "eval", "info", "cli")
 
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            # transformers, matplotlib...: say which extra installs it, in one line.
+            from .models import EXTRA_OF_MODULE, MissingExtraError, missing_extra_message
+
+            if error.name not in EXTRA_OF_MODULE:
+                raise
+            raise MissingExtraError(missing_extra_message(error.name), name=error.name) from None
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

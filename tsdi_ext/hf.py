@@ -14,12 +14,15 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
+
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from .bias import BiasTable
-from .generation import decode
+from .bias import BiasTable, as_bias
+from .generation import _model_vocab_size, decode
 
 __all__ = ["TSDILogitsProcessor", "tsdi_generate"]
 
@@ -29,16 +32,22 @@ class TSDILogitsProcessor(LogitsProcessor):
 
     Parameters
     ----------
-    bias : BiasTable or torch.Tensor
-        ``[L, V]`` bias table.
+    bias : BiasTable, str or torch.Tensor
+        ``[L, V]`` bias table (or a bias file's path).
     prompt_length : int
         Length of the (left-padded) prompt batch: position ``t = input_ids.shape[1] - prompt_length``.
     alpha : float or torch.Tensor
         Debiasing strength: one for the batch, or a ``[B]`` tensor with one per row (0 leaves a
         row untouched).
+    vocab_size : int, optional
+        The model's vocabulary size: a bias for another vocabulary is refused here, with both
+        sizes (else at the first step).
     """
 
-    def __init__(self, bias, prompt_length: int, alpha: float | torch.Tensor = 1.0):
+    def __init__(
+        self, bias, prompt_length: int, alpha: float | torch.Tensor = 1.0, *, vocab_size=None
+    ):
+        bias = as_bias(bias, vocab_size=vocab_size)
         self.bias = bias.bias if isinstance(bias, BiasTable) else bias.float()
         self.prompt_length = prompt_length
         if isinstance(alpha, torch.Tensor):
@@ -57,6 +66,11 @@ class TSDILogitsProcessor(LogitsProcessor):
         position = input_ids.shape[1] - self.prompt_length
         if position < 0 or position >= self.bias.shape[0]:
             return scores
+        if scores.shape[-1] != self.bias.shape[-1]:
+            raise ValueError(
+                f"tsdi_ext: the bias has vocabulary size {self.bias.shape[-1]} but the model's "
+                f"scores have {scores.shape[-1]}"
+            )
         row = self.bias[position].to(device=scores.device)
         alpha = self.alpha
         if isinstance(alpha, torch.Tensor):
@@ -66,6 +80,24 @@ class TSDILogitsProcessor(LogitsProcessor):
                 )
             alpha = alpha.to(scores.device)
         return scores - (alpha * row).to(scores.dtype)
+
+
+def _dropped_streamer():
+    """The ``streamer=`` given to ``model.generate``, which transformers 5 does not hand to a
+    callable ``custom_generate`` (``_extract_generation_mode_kwargs`` keeps only the callable's
+    own extra parameters): read from ``generate``'s frame, to warn about it; None if not found."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(5):
+            frame = frame.f_back
+            if frame is None:
+                return None
+            names = frame.f_locals
+            if frame.f_code.co_name == "generate" and names.get("custom_generate") is tsdi_generate:
+                return names.get("streamer")
+        return None
+    finally:
+        del frame
 
 
 def tsdi_generate(
@@ -85,7 +117,19 @@ def tsdi_generate(
     """``custom_generate`` decoding loop (see module docstring). Returns ``[B, P + T]`` ids."""
     if synced_gpus:
         raise NotImplementedError("tsdi_ext: tsdi_generate does not support synced_gpus")
+    if (generation_config.num_beams or 1) > 1:
+        raise ValueError(
+            f"tsdi_ext: tsdi_generate samples one sequence per prompt; num_beams="
+            f"{generation_config.num_beams} (beam search) is not supported"
+        )
+    if streamer is None and tsdi_streamer is None and _dropped_streamer() is not None:
+        warnings.warn(
+            "tsdi_ext: transformers does not pass streamer= on to a custom_generate function, so "
+            "nothing is streamed: pass the streamer as tsdi_streamer=",
+            stacklevel=3,
+        )
     streamer = streamer if streamer is not None else tsdi_streamer
+    tsdi_bias = as_bias(tsdi_bias, vocab_size=_model_vocab_size(model))
     attention_mask = model_kwargs.get("attention_mask")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)

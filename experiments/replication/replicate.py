@@ -136,7 +136,7 @@ def replicate(
         reference_name=SMOLLM2,
     )
     seconds["bias estimation"] = time.perf_counter() - mark
-    table.save(output / "bias.safetensors")
+    table.save(output / "bias.safetensors", overwrite=True)  # the run's own output, rewritten
     inspection = [
         {
             **entry,

@@ -667,8 +667,8 @@ def test_cli_sweep_on_tiny_models(tmp_path, capsys, cli_models):
     assert [r["name"] for r in rows] == ["aligned", "aligned+TSDI alpha=1 L=2"]
     capsys.readouterr()
 
-    # L beyond the bias file's rows is refused before any generation.
-    with pytest.raises(ValueError, match="needs L=3 bias rows, have 2"):
+    # L beyond the bias file's rows is refused before any generation (one error line, status 2).
+    with pytest.raises(SystemExit) as exit_info:
         main(
             [
                 "sweep",
@@ -686,6 +686,8 @@ def test_cli_sweep_on_tiny_models(tmp_path, capsys, cli_models):
                 "2",
             ]
         )
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith("needs L=3 bias rows, have 2\n")
 
 
 @pytest.mark.parametrize(
@@ -1121,8 +1123,9 @@ def test_cli_rescore_prints_the_table(sweep_dir, sweep_source, capsys, cli_model
         assert row["benign_nll"] == pytest.approx(sum(values) / len(values), rel=1e-5)
         assert f"{row['benign_nll']:.2f}" in shown
 
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SystemExit) as exit_info:
         main(["rescore", str(sweep_dir / "missing")])
+    assert exit_info.value.code == 2 and "tsdi: error: " in capsys.readouterr().err
 
 
 def test_cli_help_rescore_and_push_down_only(capsys):
