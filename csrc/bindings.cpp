@@ -12,12 +12,14 @@
 #include <torch/library.h>
 
 #include <array>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "tsdi/common.h"
+#include "tsdi/cpu/sampling_kernel.h"
 
 TORCH_LIBRARY(tsdi_ext, m) {
   m.def(
@@ -48,6 +50,24 @@ std::vector<std::pair<std::string, std::string>> row_params() {
   return params;
 }
 
+// The CPU kernel's pass 2 on float32 values x <= 0 (native byte order): exp(x) as the selected
+// instruction set's build computes it, for the tests that compare its bits with the reference's.
+pybind11::bytes exp_weights(const std::string& values) {
+  std::vector<float> w(values.size() / sizeof(float));
+  std::memcpy(w.data(), values.data(), w.size() * sizeof(float));
+  tsdi::cpu::exp_weights_in_place(w.data(), static_cast<int64_t>(w.size()));
+  return pybind11::bytes(reinterpret_cast<const char*>(w.data()), w.size() * sizeof(float));
+}
+
+// The instruction set the CPU kernel runs with: "x86-64-v4", "x86-64-v3" or "baseline".
+std::string cpu_isa() {
+  switch (tsdi::cpu::selected_isa()) {
+    case tsdi::cpu::Isa::kX86_64_V4: return "x86-64-v4";
+    case tsdi::cpu::Isa::kX86_64_V3: return "x86-64-v3";
+    default: return "baseline";
+  }
+}
+
 pybind11::dict build_info() {
   pybind11::dict info;
 #if defined(TSDI_WITH_CUDA)
@@ -74,6 +94,9 @@ PYBIND11_MODULE(_C, module) {
              pybind11::arg("offset"),
              "The uniform in [0, 1) that every backend draws for (seed, offset) (uint64 each).");
   module.def("build_info", &build_info, "How this extension was built.");
+  module.def("exp_weights", &exp_weights, pybind11::arg("values"),
+             "The CPU kernel's exp of float32 values <= 0 (bytes in, bytes out), for tests.");
+  module.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernel runs with.");
   module.def("row_params", &row_params,
              "The per-row parameters of the ops, in order: [(name, 'float' | 'int')].");
 }

@@ -141,7 +141,12 @@ inline tsdi::SamplingParams make_params(const at::Tensor& logits,
   // invalid value makes its row invalid, see docs/contract.md).
   TORCH_CHECK_VALUE(p.temperature.scalar >= 0.0f, "tsdi_ext: temperature must be >= 0, got ",
                     p.temperature.scalar);
-  TORCH_CHECK_VALUE(p.top_p.scalar == p.top_p.scalar, "tsdi_ext: top_p is NaN");
+  TORCH_CHECK_VALUE(p.top_p.scalar >= 0.0f && p.top_p.scalar <= 1.0f,
+                    "tsdi_ext: top_p must be in [0, 1], got ", p.top_p.scalar);
+  TORCH_CHECK_VALUE(p.top_k.scalar >= 0, "tsdi_ext: top_k must be >= 0 (0: off), got ",
+                    p.top_k.scalar);
+  TORCH_CHECK_VALUE(p.min_p.scalar >= 0.0f && p.min_p.scalar <= 1.0f,
+                    "tsdi_ext: min_p must be in [0, 1] (0: off), got ", p.min_p.scalar);
   TORCH_CHECK_VALUE(std::isfinite(p.alpha.scalar),
                     "tsdi_ext: alpha must be finite (in float32), got ", p.alpha.scalar);
 

@@ -1,7 +1,7 @@
 // The CUDA sampling kernel, run on the CPU by tests/simt, against the fused CPU kernel (itself
 // checked against the PyTorch reference by the Python suite): same valid flags, same tokens for the
-// same (seed, offset), probabilities bit-identical to the CPU's AVX-512 path (within float
-// tolerance of its portable loops), over dtypes, odd and large V, batch sizes that select every
+// same (seed, offset), probabilities bit-identical to the CPU's (every instruction-set path of it:
+// TSDI_EXT_CPU_ISA picks one), over dtypes, odd and large V, batch sizes that select every
 // cluster size, per-row parameters, bias vector and table, strided and misaligned rows, and every
 // invalid-row kind. Every case runs with threads in order, shuffled and run-ahead (see
 // simt::Schedule); launch-time errors, kernel attributes set once per device (and again after a
@@ -74,10 +74,10 @@ struct Call {
   int64_t bias_rows = 0;
   tsdi::BiasMode bias_mode = tsdi::BiasMode::kNone;
   std::vector<int64_t> positions;
-  std::vector<float> alpha, temperature, top_p;
-  std::vector<int64_t> seed, offset;
-  float alpha_value = 1.0f, temperature_value = 1.0f, top_p_value = 1.0f;
-  int64_t seed_value = 0, offset_value = 0;
+  std::vector<float> alpha, temperature, top_p, min_p;
+  std::vector<int64_t> top_k, seed, offset;
+  float alpha_value = 1.0f, temperature_value = 1.0f, top_p_value = 1.0f, min_p_value = 0.0f;
+  int64_t top_k_value = 0, seed_value = 0, offset_value = 0;
 };
 
 struct Outputs {
@@ -109,8 +109,8 @@ Outputs execute(const Call& c, Run run) {
   Device<uint16_t> logits16(c.dtype == LogitsDType::kFloat32 ? std::vector<uint16_t>() : narrow);
   Device<float> bias(c.bias);
   Device<int64_t> positions(c.positions);
-  Device<float> alpha(c.alpha), temperature(c.temperature), top_p(c.top_p);
-  Device<int64_t> seed(c.seed), offset(c.offset);
+  Device<float> alpha(c.alpha), temperature(c.temperature), top_p(c.top_p), min_p(c.min_p);
+  Device<int64_t> top_k(c.top_k), seed(c.seed), offset(c.offset);
   // Outputs start poisoned, so an unwritten row shows.
   Device<int64_t> tokens(std::vector<int64_t>(c.batch, -7));
   Device<uint8_t> valid(std::vector<uint8_t>(c.batch, 0x5a));
@@ -130,6 +130,8 @@ Outputs execute(const Call& c, Run run) {
   p.alpha = {c.alpha.empty() ? nullptr : alpha.get(), c.alpha_value};
   p.temperature = {c.temperature.empty() ? nullptr : temperature.get(), c.temperature_value};
   p.top_p = {c.top_p.empty() ? nullptr : top_p.get(), c.top_p_value};
+  p.top_k = {c.top_k.empty() ? nullptr : top_k.get(), c.top_k_value};
+  p.min_p = {c.min_p.empty() ? nullptr : min_p.get(), c.min_p_value};
   p.seed = {c.seed.empty() ? nullptr : seed.get(), c.seed_value};
   p.offset = {c.offset.empty() ? nullptr : offset.get(), c.offset_value};
 
@@ -189,17 +191,10 @@ int cluster_for(const Call& c) {
   return plan.cluster;
 }
 
-// The CUDA kernel computes its weights with the FMA polynomial of the CPU kernel's AVX-512 path,
-// so against that path every probability must be bit-identical (a one-ulp change to a coefficient
-// shows); the portable CPU loops (TSDI_EXT_CPU_PORTABLE=1 or no AVX-512) round without FMA, and
-// their probabilities are compared within float tolerance.
-bool exact_probs() {
-#if defined(TSDI_AVX512_COLLECT)
-  return tsdi::cpu::detail::cpu_has_avx512();
-#else
-  return false;
-#endif
-}
+// The CUDA kernel and every path of the CPU kernel compute their weights with the same exp
+// (tsdi::exp_nonpositive, no FMA), so every probability must be bit-identical on every path (a
+// one-ulp change to a coefficient, or an FMA, shows).
+bool exact_probs() { return true; }
 
 // CUDA (emulated) against the CPU kernel's outputs for the same call; returns the CUDA outputs
 // for further checks.
@@ -323,6 +318,59 @@ std::vector<Call> agreement_cases() {
     c.top_p = {0.5f, 0.50000006f};
     calls.push_back(c);
   }
+  {  // rows on a 0.05 lattice (V <= 20, zeros as -inf) with top_p on the lattice too, so a
+     // nucleus often meets top_p exactly in real arithmetic, and transformers' top-p example
+     // ([0.3, 0.1, 0.1, 0.5], top_p 0.8: two tokens kept) as row 0. Every float64 sum is exact
+     // on such rows, so everything must equal the CPU's whatever the summation order.
+    Call c;
+    c.name = "f32 V=20 0.05-lattice rows";
+    c.batch = 300;
+    c.vocab = 20;
+    c.logits.assign(c.batch * c.vocab, -INFINITY);
+    std::uniform_int_distribution<int> width_of(2, 20), cut(0, 20), lattice(1, 19), t_pick(0, 2);
+    const float temperatures[3] = {1.0f, 0.5f, 2.0f};
+    for (int64_t b = 0; b < c.batch; ++b) {
+      std::vector<int> units;
+      if (b == 0) {
+        units = {6, 2, 2, 10};
+      } else {
+        const int width = width_of(gen);
+        std::vector<int> cuts(width - 1);
+        for (int& k : cuts) k = cut(gen);
+        std::sort(cuts.begin(), cuts.end());
+        int last = 0;
+        for (int k : cuts) {
+          units.push_back(k - last);
+          last = k;
+        }
+        units.push_back(20 - last);
+      }
+      for (size_t i = 0; i < units.size(); ++i) {
+        c.logits[b * c.vocab + i] = static_cast<float>(std::log(units[i] * 0.05));
+      }
+      c.top_p.push_back(b == 0 ? 0.8f : static_cast<float>(lattice(gen) * 0.05));
+      c.temperature.push_back(b == 0 ? 1.0f : temperatures[t_pick(gen)]);
+      c.seed.push_back(b);
+      c.offset.push_back(b * 7919);
+    }
+    calls.push_back(c);
+  }
+  {  // top-k (per row: off, 1, small, ties at the k-th value, >= V, invalid), with top-p and min-p
+    Call c = basic("f32 V=3001 top-k, min-p, top-p", LogitsDType::kFloat32, 8, 3001, 2.0f, gen);
+    for (int64_t i = 0; i < 3001; ++i) c.logits[3 * 3001 + i] = static_cast<float>(i % 7);
+    c.top_k = {0, 1, 50, 900, 3001, 5000, 50, -1};
+    c.top_p = {1.0f, 0.9f, 0.8f, 0.5f, 1.0f, 0.95f, 0.0f, 0.9f};
+    c.min_p = {0.05f, 0.0f, 0.0f, 0.3f, 0.2f, 0.0f, 0.0f, 0.0f};
+    c.seed = {1, 2, 3, 4, 5, 6, 7, 8};
+    calls.push_back(c);
+  }
+  {  // top-k and min-p scalars on a row long enough for a cluster of 8
+    Call c = basic("bf16 V=50000 top-k 50 min-p 0.05", LogitsDType::kBFloat16, 3, 50000, 3.0f, gen);
+    c.top_k_value = 50;
+    c.min_p_value = 0.05f;
+    c.top_p_value = 0.9f;
+    calls.push_back(c);
+  }
   {  // ties at the maximum: greedy takes the first; sampling keeps every tie in the nucleus
     Call c = basic("f32 V=5000 ties", LogitsDType::kFloat32, 4, 5000, 1.0f, gen);
     for (int64_t b = 0; b < 4; ++b) {
@@ -410,6 +458,9 @@ std::vector<Call> fuzz_cases(int count) {
     per_row(c.temperature, 0.0f, 2.0f);
     per_row(c.top_p, 0.0f, 1.0f);
     if (!c.temperature.empty()) c.temperature[0] = 0.0f;  // a greedy row
+    if (pick(3) == 0) c.top_k_value = 1 + pick(static_cast<int>(std::min<int64_t>(vocab, 300)));
+    if (pick(3) == 0) c.min_p_value = static_cast<float>(uniform(0.0, 0.3));
+    per_row(c.min_p, 0.0f, 0.2f);
     if (pick(2) == 0) {
       for (int64_t b = 0; b < batch; ++b) c.offset.push_back(static_cast<int64_t>(gen()));
     }
@@ -463,6 +514,13 @@ void barriers_per_row() {
 size_t boundary_case(const std::vector<Call>& calls) {
   for (size_t k = 0; k < calls.size(); ++k) {
     if (calls[k].name == "f32 V=3 exact boundary") return k;
+  }
+  std::abort();
+}
+
+size_t lattice_case(const std::vector<Call>& calls) {
+  for (size_t k = 0; k < calls.size(); ++k) {
+    if (calls[k].name == "f32 V=20 0.05-lattice rows") return k;
   }
   std::abort();
 }
@@ -541,9 +599,12 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   std::vector<Call> calls = agreement_cases();
   for (Call& c : fuzz_cases(quick ? 6 : 24)) calls.push_back(std::move(c));
-  std::printf("CUDA kernel (simt emulation) vs the fused CPU kernel (%s), threads in order:\n",
-              exact_probs() ? "AVX-512 path: probabilities bit-identical"
-                            : "portable path: probabilities within tolerance");
+  std::printf(
+      "CUDA kernel (simt emulation) vs the fused CPU kernel (%s, probabilities bit-identical), "
+      "threads in order:\n",
+      tsdi::cpu::selected_isa() == tsdi::cpu::Isa::kX86_64_V4   ? "x86-64-v4 path"
+      : tsdi::cpu::selected_isa() == tsdi::cpu::Isa::kX86_64_V3 ? "x86-64-v3 path"
+                                                                : "baseline path");
   std::vector<Outputs> cpu, in_order;
   for (const Call& c : calls) {
     cpu.push_back(cpu_outputs(c));
@@ -555,6 +616,12 @@ int main(int argc, char** argv) {
            "a nucleus whose mass meets top_p * S exactly stops there");
     expect(std::fabs(exact[3] - 0.5f) < 1e-7f && std::fabs(exact[4] - 0.25f) < 1e-7f,
            "a hair more top_p keeps the next tokens");
+  }
+  {
+    const std::vector<float>& lattice = in_order[lattice_case(calls)].probs;
+    expect(lattice[1] == 0.0f && lattice[2] == 0.0f && std::fabs(lattice[0] - 0.375f) < 1e-6f &&
+               std::fabs(lattice[3] - 0.625f) < 1e-6f,
+           "transformers' top-p example keeps {0.5, 0.3}");
   }
   if (!quick) {
     // Other thread orders between synchronisation points: a read that a missing barrier leaves

@@ -29,8 +29,10 @@ enum RowStatus : int32_t {
   kRowNonFinite = 1,       // a debiased logit is NaN or +inf
   kRowAllMasked = 2,       // every debiased logit is -inf
   kRowBadTemperature = 3,  // per-row temperature is negative or NaN
-  kRowBadTopP = 4,         // per-row top_p is NaN
+  kRowBadTopP = 4,         // per-row top_p is NaN or outside [0, 1]
   kRowBadPosition = 5,     // per-row position is negative (bias table mode)
+  kRowBadTopK = 6,         // per-row top_k is negative
+  kRowBadMinP = 7,         // per-row min_p is NaN or outside [0, 1]
 };
 
 // A per-row parameter: `values[b]` when the caller passed a [batch] array, else `scalar`, so a
@@ -52,6 +54,8 @@ struct RowArg {
   X(alpha, float, 1.0f)       \
   X(temperature, float, 1.0f) \
   X(top_p, float, 1.0f)       \
+  X(top_k, int64_t, 0)        \
+  X(min_p, float, 0.0f)       \
   X(seed, int64_t, 0)         \
   X(offset, int64_t, 0)
 
@@ -84,6 +88,8 @@ struct RowParams {
   float alpha;
   float temperature;
   float top_p;
+  int64_t top_k;  // 0: off
+  float min_p;    // 0: off
   uint64_t seed;
   uint64_t offset;
   int32_t status;  // kRowOk, or a parameter error code
@@ -94,6 +100,8 @@ TSDI_HOST_DEVICE RowParams resolve_row(const SamplingParams& p, int64_t b) {
   r.alpha = p.alpha.at(b);
   r.temperature = p.temperature.at(b);
   r.top_p = p.top_p.at(b);
+  r.top_k = p.top_k.at(b);
+  r.min_p = p.min_p.at(b);
   r.seed = static_cast<uint64_t>(p.seed.at(b));
   r.offset = static_cast<uint64_t>(p.offset.at(b));
   r.status = kRowOk;
@@ -110,8 +118,81 @@ TSDI_HOST_DEVICE RowParams resolve_row(const SamplingParams& p, int64_t b) {
   }
   // `!(t >= 0)` is true for negative and NaN temperatures alike.
   if (!(r.temperature >= 0.0f)) r.status = kRowBadTemperature;
-  if (r.top_p != r.top_p) r.status = kRowBadTopP;
+  if (r.top_k < 0) r.status = kRowBadTopK;
+  if (!(r.min_p >= 0.0f && r.min_p <= 1.0f)) r.status = kRowBadMinP;  // NaN too
+  if (!(r.top_p >= 0.0f && r.top_p <= 1.0f)) r.status = kRowBadTopP;  // NaN too
   return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The weights' exponential (docs/contract.md §5), the one definition every backend evaluates:
+// the fused CPU kernel's every instruction-set path and the CUDA kernel call this function, and
+// the reference (tsdi_ext/ops/reference.py, exp_nonpositive) performs the same float32 operations
+// elementwise, so that all of them produce the same bits. Each step is one IEEE float32 operation
+// rounded to nearest: Cody-Waite reduction x = n ln2 + r with a two-constant split of ln2 (the
+// first has 9 significant bits, so n * kLn2Hi and x - n * kLn2Hi are exact), Cephes' degree-6
+// polynomial for exp(r) evaluated by Horner's rule, and 2^n applied by adding n to the exponent
+// bits. No fused multiply-add: the host builds pass -ffp-contract=off, CUDA rounds every product
+// and sum explicitly (__fmul_rn, __fadd_rn), and torch has no fused elementwise operation to use.
+// Accuracy: at most 0.992 ulp from exp over a dense sweep of [-86, 0]
+// (python_tests/ops/test_exp.py). Returns exactly 1 at x == 0 and 0 below -86 (also for x = -inf),
+// where the true value (< 5e-38) carries no mass float32 can use, so no subnormal is ever built.
+// ---------------------------------------------------------------------------------------------
+#if defined(__CUDA_ARCH__)
+#define TSDI_FMUL(a, b) __fmul_rn(a, b)
+#define TSDI_FADD(a, b) __fadd_rn(a, b)
+#define TSDI_FSUB(a, b) __fsub_rn(a, b)
+#define TSDI_EXP_INLINE __device__ __forceinline__
+TSDI_EXP_INLINE uint32_t exp_float_bits(float f) { return __float_as_uint(f); }
+TSDI_EXP_INLINE float exp_bits_float(uint32_t u) { return __uint_as_float(u); }
+#else
+#define TSDI_FMUL(a, b) ((a) * (b))
+#define TSDI_FADD(a, b) ((a) + (b))
+#define TSDI_FSUB(a, b) ((a) - (b))
+#if defined(__CUDACC__)
+#define TSDI_EXP_INLINE __host__ __device__ __forceinline__
+#else
+#define TSDI_EXP_INLINE inline __attribute__((always_inline))
+#endif
+TSDI_EXP_INLINE uint32_t exp_float_bits(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, sizeof(u));
+  return u;
+}
+TSDI_EXP_INLINE float exp_bits_float(uint32_t u) {
+  float f;
+  __builtin_memcpy(&f, &u, sizeof(f));
+  return f;
+}
+#endif
+
+// The constants (scalars, not an array: device code may read a host constexpr scalar only).
+constexpr float kExpLowest = -86.0f;
+constexpr float kExpLog2e = 1.44269504088896341f;
+constexpr float kExpRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+constexpr uint32_t kExpRoundBits = 0x4B400000u;
+constexpr float kExpLn2Hi = 0.693359375f;
+constexpr float kExpLn2Lo = -2.12194440e-4f;
+constexpr float kExpP0 = 1.9875691500e-4f, kExpP1 = 1.3981999507e-3f, kExpP2 = 8.3334519073e-3f;
+constexpr float kExpP3 = 4.1665795894e-2f, kExpP4 = 1.6666665459e-1f, kExpP5 = 5.0000001201e-1f;
+
+TSDI_EXP_INLINE float exp_nonpositive(float x) {
+  const float xc = x < kExpLowest ? kExpLowest : x;  // -inf too; NaN never reaches here
+  float n = TSDI_FADD(TSDI_FMUL(xc, kExpLog2e), kExpRound);
+  const int32_t n_int = static_cast<int32_t>(exp_float_bits(n) - kExpRoundBits);
+  n = TSDI_FSUB(n, kExpRound);
+  float r = TSDI_FSUB(xc, TSDI_FMUL(n, kExpLn2Hi));
+  r = TSDI_FSUB(r, TSDI_FMUL(n, kExpLn2Lo));
+  float y = kExpP0;
+  y = TSDI_FADD(TSDI_FMUL(y, r), kExpP1);
+  y = TSDI_FADD(TSDI_FMUL(y, r), kExpP2);
+  y = TSDI_FADD(TSDI_FMUL(y, r), kExpP3);
+  y = TSDI_FADD(TSDI_FMUL(y, r), kExpP4);
+  y = TSDI_FADD(TSDI_FMUL(y, r), kExpP5);
+  y = TSDI_FADD(TSDI_FADD(TSDI_FMUL(TSDI_FMUL(y, r), r), r), 1.0f);
+  // n in [-124, 0] and y in [0.7, 1.5): the sum of the bits is a normal float's.
+  const float scaled = exp_bits_float(exp_float_bits(y) + (static_cast<uint32_t>(n_int) << 23));
+  return x < kExpLowest ? 0.0f : scaled;
 }
 
 // ---------------------------------------------------------------------------------------------

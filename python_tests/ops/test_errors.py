@@ -167,7 +167,22 @@ BAD_COMMON = {
         ValueError,
         r"temperature must be >= 0 \(0 means greedy\), got nan",
     ),
-    "top_p_nan": (lambda: dict(top_p=math.nan), ValueError, r"top_p must be a number, got NaN"),
+    "top_p_nan": (lambda: dict(top_p=math.nan), ValueError, r"top_p must be in \[0, 1\], got nan"),
+    "top_p_above_one": (
+        lambda: dict(top_p=1.5),
+        ValueError,
+        r"top_p must be in \[0, 1\], got 1\.5",
+    ),
+    "top_p_negative": (
+        lambda: dict(top_p=-0.25),
+        ValueError,
+        r"top_p must be in \[0, 1\], got -0\.25",
+    ),
+    "top_p_just_above_one": (
+        lambda: dict(top_p=1.0000001),
+        ValueError,
+        r"top_p must be in \[0, 1\], got 1\.00000",
+    ),
     "alpha_inf": (
         lambda: dict(alpha=math.inf),
         ValueError,
@@ -347,7 +362,15 @@ STRICT_CASES = {
     ),
     "nan_top_p": (
         lambda x: (x, dict(top_p=torch.tensor([math.nan, 0.9, 0.9]))),
-        r"row 0 cannot be sampled: its top_p is NaN",
+        r"row 0 cannot be sampled: its top_p is NaN or outside \[0, 1\]",
+    ),
+    "top_p_above_one": (
+        lambda x: (x, dict(top_p=torch.tensor([0.9, 1.5, 0.9]))),
+        r"row 1 cannot be sampled: its top_p is NaN or outside \[0, 1\]",
+    ),
+    "negative_top_p": (
+        lambda x: (x, dict(top_p=torch.tensor([0.9, 0.9, -1e-6]))),
+        r"row 2 cannot be sampled: its top_p is NaN or outside \[0, 1\]",
     ),
     "negative_position": (
         lambda x: (x, dict(bias=table(), positions=torch.tensor([0, -1, 9]))),
@@ -509,7 +532,16 @@ RAW_BAD = {
         ValueError,
         r"temperature must be >= 0",
     ),
-    "nan_top_p": (lambda: raw_sample(logits(), top_p=math.nan), ValueError, r"top_p is NaN"),
+    "nan_top_p": (
+        lambda: raw_sample(logits(), top_p=math.nan),
+        ValueError,
+        r"top_p must be in \[0, 1\], got nan",
+    ),
+    "top_p_above_one": (
+        lambda: raw_probs(logits(), top_p=1.5),
+        ValueError,
+        r"top_p must be in \[0, 1\], got 1\.5",
+    ),
     "infinite_alpha": (
         lambda: raw_probs(logits(), alpha=math.inf),
         ValueError,

@@ -122,8 +122,13 @@ def cases(draw):
         ),
         any_float32,
     )
+    # A scalar top_p outside [0, 1] is an argument error (test_errors.py); per-row values may be
+    # anything (an invalid row).
     kwargs["top_p"] = per_row_or_scalar(
-        draw, batch, st.floats(allow_nan=False, width=32), any_float32
+        draw,
+        batch,
+        st.one_of(st.sampled_from([0.0, 1e-45, 1.0]), st.floats(0.0, 1.0, width=32)),
+        st.one_of(any_float32, st.floats(0.0, 1.0, width=32)),
     )
     kwargs["seed"] = per_row_or_scalar(
         draw, batch, st.integers(INT64_MIN, 2**64 - 1), int64, dtype=torch.int64
@@ -195,8 +200,8 @@ def test_alpha_beyond_float32_is_an_error_on_every_backend(backend):
 
 @pytest.mark.parametrize(
     "params",
-    [dict(top_p=1e300), dict(temperature=1e300), dict(top_p=3.5e38), dict(temperature=3.5e38)],
-    ids=["top_p", "temperature", "top_p_just_above_float32_max", "temperature_above_max"],
+    [dict(temperature=1e300), dict(temperature=3.5e38)],
+    ids=["temperature", "temperature_above_max"],
 )
 def test_reference_accepts_huge_scalars(params):
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))

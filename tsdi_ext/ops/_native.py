@@ -158,11 +158,84 @@ def require_native() -> None:
         )
 
 
+def _register_probs_autograd() -> None:
+    """Gradients of sampling_probs (docs/contract.md §6): on the kept set the probabilities are a
+    softmax of ``d * s`` (s = 1/T, clamped), and the set itself is piecewise constant, so
+
+        dL/dd = s * p * (g - sum(g * p))        (0 outside the kept set, where p = 0)
+
+    flowing to the logits (dL/dx = dL/dd) and to the bias (dL/dbias = -alpha * dL/dd, summed over
+    the rows that read each bias row). Greedy and invalid rows have zero gradient. A per-row
+    parameter tensor that requires grad raises: no gradient flows to alpha, temperature, top_p."""
+
+    def setup_context(ctx, inputs, output):
+        logits, bias, positions, row_tensors, row_floats, _ = inputs
+        names = [p.name for p in ROW_PARAMS]
+        for name, tensor in zip(names, row_tensors):
+            if tensor is not None and tensor.requires_grad:
+                raise ValueError(
+                    f"tsdi_ext: sampling_probs has gradients for logits and bias only, but "
+                    f"{name} requires grad (detach it)"
+                )
+        floats = iter(row_floats)
+        scalars = {p.name: next(floats) for p in ROW_PARAMS if p.kind == "float"}
+        tensors = dict(zip(names, row_tensors))
+        ctx.alpha = tensors["alpha"] if tensors["alpha"] is not None else scalars["alpha"]
+        temperature = tensors["temperature"]
+        if temperature is None:
+            temperature = torch.full(
+                (logits.shape[0],), scalars["temperature"], device=logits.device
+            )
+        ctx.logits_dtype = logits.dtype
+        ctx.bias_shape = None if bias is None else bias.shape
+        ctx.save_for_backward(output, temperature, bias, positions)
+
+    def backward(ctx, grad):
+        probs, temperature, bias, positions = ctx.saved_tensors
+        finfo = torch.finfo(torch.float32)
+        scale = temperature.float().reciprocal().clamp(finfo.tiny, finfo.max)
+        scale = torch.where(temperature > 0, scale, torch.zeros_like(scale))  # greedy: constant
+        inner = (grad * probs).sum(dim=1, keepdim=True)
+        grad_d = scale[:, None] * probs * (grad - inner)
+        grad_logits = grad_d.to(ctx.logits_dtype) if ctx.needs_input_grad[0] else None
+        grad_bias = None
+        if bias is not None and ctx.needs_input_grad[1]:
+            alpha = ctx.alpha
+            alpha = alpha[:, None] if isinstance(alpha, torch.Tensor) else alpha
+            per_row = -alpha * grad_d
+            if bias.dim() == 1:
+                grad_bias = per_row.sum(dim=0)
+            else:
+                rows = bias.shape[0]
+                reads = (positions >= 0) & (positions < rows)
+                grad_bias = torch.zeros_like(bias).index_add_(
+                    0, positions[reads], per_row[reads].to(bias.dtype)
+                )
+        return grad_logits, grad_bias, None, None, None, None
+
+    torch.library.register_autograd(
+        "tsdi_ext::sampling_probs", backward, setup_context=setup_context
+    )
+
+
 if _C is not None:
     _check_build_matches_torch()
 
+    def _check_devices(logits, bias, positions, row_tensors) -> None:
+        """The C++ glue's device check, for the calls that reach no kernel: a tensor on the meta
+        device (or under FakeTensorMode) among the arguments dispatches to these fake
+        implementations, which would otherwise return uninitialised outputs for CPU logits."""
+        named = [("bias", bias), ("positions", positions)]
+        named += [(p.name, t) for p, t in zip(ROW_PARAMS, row_tensors)]
+        for name, tensor in named:
+            if tensor is not None and tensor.device != logits.device:
+                raise ValueError(
+                    f"tsdi_ext: {name} is on {tensor.device} but logits are on {logits.device}"
+                )
+
     @torch.library.register_fake("tsdi_ext::sample")
     def _sample_fake(logits, bias, positions, row_tensors, row_floats, row_ints):
+        _check_devices(logits, bias, positions, row_tensors)
         batch = logits.shape[0]
         tokens = logits.new_empty((batch,), dtype=torch.int64)
         valid = logits.new_empty((batch,), dtype=torch.bool)
@@ -170,7 +243,10 @@ if _C is not None:
 
     @torch.library.register_fake("tsdi_ext::sampling_probs")
     def _sampling_probs_fake(logits, bias, positions, row_tensors, row_floats, row_ints):
+        _check_devices(logits, bias, positions, row_tensors)
         return logits.new_empty(logits.shape, dtype=torch.float32)
+
+    _register_probs_autograd()
 
 
 # Read once: cuda_available() is on the per-call path of CUDA tensors.

@@ -48,7 +48,11 @@ ROW_PARAMS: tuple[RowParam, ...] = (
     RowParam(
         "temperature", "float", 1.0, lambda t: t >= 0, "must be >= 0 (0 means greedy), got {value}"
     ),
-    RowParam("top_p", "float", 1.0, lambda p: not math.isnan(p), "must be a number, got NaN"),
+    RowParam("top_p", "float", 1.0, lambda p: 0 <= p <= 1, "must be in [0, 1], got {value}"),
+    RowParam("top_k", "int", 0, lambda k: 0 <= k < 2**63, "must be >= 0 (0: off), got {value}"),
+    RowParam(
+        "min_p", "float", 0.0, lambda p: 0 <= p <= 1, "must be in [0, 1] (0: off), got {value}"
+    ),
     RowParam("seed", "int", 0, draw_only=True),
     RowParam("offset", "int", 0, draw_only=True),
 )

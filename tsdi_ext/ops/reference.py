@@ -18,8 +18,11 @@ __all__ = [
     "ROW_BAD_TEMPERATURE",
     "ROW_BAD_TOP_P",
     "ROW_BAD_POSITION",
+    "ROW_BAD_TOP_K",
+    "ROW_BAD_MIN_P",
     "ROW_STATUS_MESSAGES",
     "philox4x32_10",
+    "exp_nonpositive",
     "uniform",
     "debiased_logits",
     "row_status",
@@ -34,12 +37,16 @@ ROW_ALL_MASKED = 2
 ROW_BAD_TEMPERATURE = 3
 ROW_BAD_TOP_P = 4
 ROW_BAD_POSITION = 5
+ROW_BAD_TOP_K = 6
+ROW_BAD_MIN_P = 7
 ROW_STATUS_MESSAGES = {
     ROW_NON_FINITE: "its debiased logits contain NaN or +inf",
     ROW_ALL_MASKED: "all of its debiased logits are -inf",
     ROW_BAD_TEMPERATURE: "its temperature is negative or NaN",
-    ROW_BAD_TOP_P: "its top_p is NaN",
+    ROW_BAD_TOP_P: "its top_p is NaN or outside [0, 1]",
     ROW_BAD_POSITION: "its position is negative",
+    ROW_BAD_TOP_K: "its top_k is negative",
+    ROW_BAD_MIN_P: "its min_p is NaN or outside [0, 1]",
 }
 
 _MASK32 = 0xFFFFFFFF
@@ -124,16 +131,20 @@ def debiased_logits(
     return d, bad_position
 
 
-def row_status(d, bad_position, temperature, top_p) -> torch.Tensor:
+def row_status(d, bad_position, temperature, top_p, top_k=0, min_p=0.0) -> torch.Tensor:
     """§3: ``[B]`` int32 status codes (``ROW_*``) of debiased logits ``d`` and per-row parameters."""
     batch = d.shape[0]
     temperature = _per_row(temperature, batch, torch.float32, d.device)
     top_p = _per_row(top_p, batch, torch.float32, d.device)
+    top_k = _per_row(top_k, batch, torch.int64, d.device)
+    min_p = _per_row(min_p, batch, torch.float32, d.device)
     status = torch.full((batch,), ROW_OK, dtype=torch.int32, device=d.device)
     # Later parameter checks take precedence, as in tsdi::resolve_row.
     status[bad_position] = ROW_BAD_POSITION
     status[~(temperature >= 0)] = ROW_BAD_TEMPERATURE
-    status[torch.isnan(top_p)] = ROW_BAD_TOP_P
+    status[top_k < 0] = ROW_BAD_TOP_K
+    status[~((min_p >= 0) & (min_p <= 1))] = ROW_BAD_MIN_P  # NaN too
+    status[~((top_p >= 0) & (top_p <= 1))] = ROW_BAD_TOP_P  # NaN too
     params_ok = status == ROW_OK
     non_finite = (torch.isnan(d) | torch.isposinf(d)).any(dim=1)
     all_masked = (d == float("-inf")).all(dim=1)
@@ -143,8 +154,43 @@ def row_status(d, bad_position, temperature, top_p) -> torch.Tensor:
 
 
 _FLT_MIN, _FLT_MAX = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max
-# Below this the fused kernels' exp returns exactly 0 (contract §5).
-_EXP_FLUSH = -86.0
+
+# §5's exp: the constants of tsdi::exp_nonpositive (csrc/tsdi/common.h), as float32.
+_EXP_LOWEST = -86.0  # below it (and at -inf) the weight is exactly 0
+_EXP_CONSTANTS = {
+    "log2e": 1.44269504088896341,
+    "round": 12582912.0,  # 1.5 * 2**23: adding it rounds to an integer
+    "ln2_hi": 0.693359375,
+    "ln2_lo": -2.12194440e-4,
+}
+_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1)
+_EXP_POLY_LAST = 5.0000001201e-1
+_EXP_ROUND_BITS = 0x4B400000
+
+
+def exp_nonpositive(x: torch.Tensor) -> torch.Tensor:
+    """§5's exp of float32 ``x <= 0`` (``-inf`` allowed): the float32 operations of
+    ``tsdi::exp_nonpositive`` in csrc/tsdi/common.h, one by one, so the bits are the kernels'.
+
+    Every step is one elementwise float32 operation of a tensor and a float32 constant (torch rounds
+    each to nearest and fuses none; under torch.compile a fused multiply-add could change bits)."""
+
+    def c(value):
+        return torch.tensor(value, dtype=torch.float32, device=x.device)
+
+    xc = torch.clamp(x, min=_EXP_LOWEST)
+    n = xc * c(_EXP_CONSTANTS["log2e"]) + c(_EXP_CONSTANTS["round"])
+    n_int = n.view(torch.int32) - _EXP_ROUND_BITS  # n, as an integer in the low mantissa bits
+    n = n - c(_EXP_CONSTANTS["round"])
+    r = xc - n * c(_EXP_CONSTANTS["ln2_hi"])
+    r = r - n * c(_EXP_CONSTANTS["ln2_lo"])
+    y = c(_EXP_POLY[0]).expand_as(r)
+    for coefficient in (*_EXP_POLY[1:], _EXP_POLY_LAST):
+        y = y * r + c(coefficient)
+    y = y * r * r + r + c(1.0)
+    # 2^n by the exponent bits (n in [-124, 0]: no overflow, a normal result)
+    scaled = (y.view(torch.int32) + n_int * (1 << 23)).view(torch.float32)
+    return torch.where(x < _EXP_LOWEST, torch.zeros_like(scaled), scaled)
 
 
 class _Row(NamedTuple):
@@ -157,14 +203,16 @@ class _Row(NamedTuple):
     kept_mass: torch.Tensor  # [B] float64: K (§6)
 
 
-def _rows(logits, bias, positions, alpha, temperature, top_p) -> _Row:
+def _rows(logits, bias, positions, alpha, temperature, top_p, top_k, min_p) -> _Row:
     batch, vocab = logits.shape
     temperature = _per_row(temperature, batch, torch.float32, logits.device)
     top_p = _per_row(top_p, batch, torch.float32, logits.device)
+    top_k = _per_row(top_k, batch, torch.int64, logits.device)
+    min_p = _per_row(min_p, batch, torch.float32, logits.device)
     # §2
     d, bad_position = debiased_logits(logits, bias, positions, alpha)
     # §3
-    valid = row_status(d, bad_position, temperature, top_p) == ROW_OK
+    valid = row_status(d, bad_position, temperature, top_p, top_k, min_p) == ROW_OK
     # §4 (first index: torch.argmax returns the first of equal maxima)
     greedy = temperature == 0
     argmax = d.argmax(dim=1) if vocab else torch.zeros(batch, dtype=torch.int64, device=d.device)
@@ -172,31 +220,49 @@ def _rows(logits, bias, positions, alpha, temperature, top_p) -> _Row:
     d_max = d.max(dim=1, keepdim=True).values
     scale = temperature.reciprocal().clamp(_FLT_MIN, _FLT_MAX)
     z = (d - d_max) * scale[:, None]
-    w = torch.where(z < _EXP_FLUSH, 0.0, torch.exp(z))
-    total = w.double().sum(dim=1)
-    # §6: tau = the largest w with sum(w[w >= tau]) >= top_p * S (masses in float64): the weight
-    # of the first token, in descending order, at which the running mass reaches top_p * S.
+    w = exp_nonpositive(z.detach())
+    if z.requires_grad:  # the bits of exp_nonpositive, the gradient of exp (+ 0.0 exactly)
+        w = w + (torch.exp(z) - torch.exp(z).detach())
+    # §6 top-k: tau_k = the k-th largest weight (0 when off, k = 0 or k >= V)
     sorted_w = w.sort(dim=1, descending=True).values
-    running = sorted_w.double().cumsum(dim=1)
-    target = top_p.double() * total
+    k_on = (top_k > 0) & (top_k < vocab)
+    kth = sorted_w.gather(1, (top_k.clamp(1, vocab) - 1)[:, None]).squeeze(1)
+    tau_k = torch.where(k_on, kth, torch.zeros_like(kth))
+    # §6 top-p on the top-k set: tau_p = the largest w >= tau_k with
+    # sum(w[w >= tau_p]) >= top_p * S_k, S_k = sum(w[w >= tau_k]) (masses in float64): the weight
+    # of the first token, in descending order, at which the running mass reaches top_p * S_k.
+    in_k = sorted_w >= tau_k[:, None]
+    running = torch.where(in_k, sorted_w, torch.zeros_like(sorted_w)).double().cumsum(dim=1)
+    total_k = torch.where(w >= tau_k[:, None], w, torch.zeros_like(w)).double().sum(dim=1)
+    target = top_p.double() * total_k
     crossing = (running < target[:, None]).sum(dim=1).clamp(max=vocab - 1)
-    tau = sorted_w.gather(1, crossing[:, None]).squeeze(1)
-    tau = torch.where(top_p >= 1, torch.zeros_like(tau), tau)
-    tau = torch.where(top_p <= 0, sorted_w[:, 0], tau)
+    tau_p = sorted_w.gather(1, crossing[:, None]).squeeze(1)
+    tau_p = torch.where(top_p >= 1, torch.zeros_like(tau_p), tau_p)
+    tau_p = torch.where(top_p <= 0, sorted_w[:, 0], tau_p)
+    # §6 min-p: w >= min_p (w = 1 at the maximum, so w is p / p_max)
+    tau = torch.maximum(torch.maximum(tau_k, tau_p), min_p)
     kept = torch.where(w >= tau[:, None], w, torch.zeros_like(w))
     return _Row(valid, greedy, argmax, kept, kept.double().sum(dim=1))
 
 
 def sampling_probs(
-    logits, *, bias=None, positions=None, alpha=1.0, temperature=1.0, top_p=1.0
+    logits,
+    *,
+    bias=None,
+    positions=None,
+    alpha=1.0,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    min_p=0.0,
 ) -> torch.Tensor:
-    """The renormalised nucleus distribution, ``[B, V]`` float32 (contract §6)."""
+    """The renormalised filtered distribution, ``[B, V]`` float32 (contract §6)."""
     batch, vocab = logits.shape
     if batch == 0:
         return logits.new_zeros((0, vocab), dtype=torch.float32)
-    row = _rows(logits, bias, positions, alpha, temperature, top_p)
-    # §6: w / K on the kept tokens
-    probs = (row.kept.double() / row.kept_mass[:, None]).float()
+    row = _rows(logits, bias, positions, alpha, temperature, top_p, top_k, min_p)
+    # §6: w * c on the kept tokens, c = 1/K rounded to float32 (then a float32 product)
+    probs = row.kept * (1.0 / row.kept_mass).float()[:, None]
     # §4: one-hot at the first maximum
     one_hot = torch.nn.functional.one_hot(row.argmax, vocab).float()
     probs = torch.where(row.greedy[:, None], one_hot, probs)
@@ -205,7 +271,17 @@ def sampling_probs(
 
 
 def sample(
-    logits, *, bias=None, positions=None, alpha=1.0, temperature=1.0, top_p=1.0, seed=0, offset=0
+    logits,
+    *,
+    bias=None,
+    positions=None,
+    alpha=1.0,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    min_p=0.0,
+    seed=0,
+    offset=0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens ``[B]`` int64 and validity ``[B]`` bool (contract §7)."""
     batch, vocab = logits.shape
@@ -213,7 +289,7 @@ def sample(
     if batch == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return empty, torch.zeros(0, dtype=torch.bool, device=device)
-    row = _rows(logits, bias, positions, alpha, temperature, top_p)
+    row = _rows(logits, bias, positions, alpha, temperature, top_p, top_k, min_p)
     # §7: u from (seed, offset); the first kept index whose running kept mass exceeds u * K ...
     u = uniform(
         _per_row(seed, batch, torch.int64, device), _per_row(offset, batch, torch.int64, device)

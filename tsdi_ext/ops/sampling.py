@@ -114,7 +114,14 @@ def _raise_for_invalid_rows(valid, logits, bias, positions, values) -> None:
     d, bad_position = reference.debiased_logits(
         logits[rows], bias, pick(positions), picked["alpha"]
     )
-    status = reference.row_status(d, bad_position, picked["temperature"], picked["top_p"]).tolist()
+    status = reference.row_status(
+        d,
+        bad_position,
+        picked["temperature"],
+        picked["top_p"],
+        picked["top_k"],
+        picked["min_p"],
+    ).tolist()
     reasons = "; ".join(
         f"row {row} cannot be sampled: {reference.ROW_STATUS_MESSAGES.get(code, 'unknown reason')}"
         for row, code in zip(rows.tolist(), status)
@@ -131,12 +138,14 @@ def sample(
     alpha: float | torch.Tensor = 1.0,
     temperature: float | torch.Tensor = 1.0,
     top_p: float | torch.Tensor = 1.0,
+    top_k: int | torch.Tensor = 0,
+    min_p: float | torch.Tensor = 0.0,
     seed: int | torch.Tensor = 0,
     offset: int | torch.Tensor = 0,
     backend: str = "auto",
     strict: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Debias, scale, keep the top-p nucleus and draw one token per row, in one fused step.
+    """Debias, scale, filter (top-k, top-p, min-p) and draw one token per row, in one fused step.
 
     What it computes is docs/contract.md (arguments §1, invalid rows §3, the draw §7).
 
@@ -149,7 +158,13 @@ def sample(
     positions : torch.Tensor, optional
         ``[B]`` int64 response position of each row; required with an ``[L, V]`` bias.
     alpha, temperature, top_p : float or torch.Tensor
-        Scalars or ``[B]`` float32: debiasing strength, temperature (0: greedy), nucleus mass.
+        Scalars or ``[B]`` float32: debiasing strength, temperature (0: greedy), nucleus mass in
+        ``[0, 1]``.
+    top_k : int or torch.Tensor
+        Scalar or ``[B]`` int64 >= 0: keep the ``top_k`` largest weights and their ties (0: off).
+    min_p : float or torch.Tensor
+        Scalar or ``[B]`` float32 in ``[0, 1]``: keep the tokens of probability at least
+        ``min_p`` times the largest (0: off). The filters' order is transformers' (contract §6).
     seed, offset : int or torch.Tensor
         Scalars or ``[B]`` int64 (read as uint64): a row's draw depends only on its own pair. Use
         ``offset`` as the decoding step.
@@ -165,7 +180,15 @@ def sample(
     valid : torch.Tensor
         ``[B]`` bool; False for rows that cannot be sampled.
     """
-    params = dict(alpha=alpha, temperature=temperature, top_p=top_p, seed=seed, offset=offset)
+    params = dict(
+        alpha=alpha,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        seed=seed,
+        offset=offset,
+    )
     positions, args = _prepare(logits, bias, positions, backend, params)
     if backend == "torch":
         tokens, valid = reference.sample(
@@ -188,6 +211,8 @@ def sampling_probs(
     alpha: float | torch.Tensor = 1.0,
     temperature: float | torch.Tensor = 1.0,
     top_p: float | torch.Tensor = 1.0,
+    top_k: int | torch.Tensor = 0,
+    min_p: float | torch.Tensor = 0.0,
     backend: str = "auto",
     strict: bool = False,
 ) -> torch.Tensor:
@@ -198,10 +223,10 @@ def sampling_probs(
     Returns
     -------
     torch.Tensor
-        ``[B, V]`` float32: the renormalised nucleus, zeros outside it; one-hot at the first
+        ``[B, V]`` float32: the renormalised kept set, zeros outside it; one-hot at the first
         maximum for ``temperature == 0``; all zeros for invalid rows.
     """
-    params = dict(alpha=alpha, temperature=temperature, top_p=top_p)
+    params = dict(alpha=alpha, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p)
     positions, args = _prepare(logits, bias, positions, backend, params)
     if backend == "torch":
         probs = reference.sampling_probs(

@@ -1,8 +1,8 @@
 // Fused CPU kernel for debiased top-p sampling: torch-free, one row at a time. What a row computes
 // is docs/contract.md; the passes below are how (V = vocabulary size):
 //
-// (elementwise arithmetic in float32, sums of masses in float64; the AVX-512 exp pass adds pairs
-// of weights in float32 before widening)
+// (elementwise arithmetic in float32, sums of masses in float64; the exp is tsdi::exp_nonpositive
+// of common.h on every instruction set, the same bits as the reference and the CUDA kernel)
 //   pass 1  d_i = logit_i - alpha * bias_i, max d, NaN / +inf detection       (reads logits + bias)
 //   pass 2  w_i = exp((d_i - max d) * s), s = 1/T clamped, S = sum w             (in place)
 //   pass 3  the top-p threshold tau = the largest w such that the mass of {w_i >= tau} is at least
@@ -24,10 +24,11 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(TSDI_NO_TARGET_CLONES)
 #define TSDI_AVX512_COLLECT 1
+#define TSDI_X86_ISA_DISPATCH 1
 #include <immintrin.h>
-
-#include <cstdlib>
 #endif
+#include <cstdlib>
+#include <cstring>
 
 namespace tsdi {
 namespace cpu {
@@ -51,12 +52,42 @@ struct Workspace {
   double hist_mass[1024];
 };
 
-// Kernel entry points (defined in sampling_kernels.cpp, cloned per instruction set).
+// The instruction set the kernel runs with (x86-64): the widest the CPU has, or the one named by
+// TSDI_EXT_CPU_ISA ("x86-64-v4", "x86-64-v3", "baseline"; read once) when the CPU has it, so that
+// the tests run every path on one machine. TSDI_EXT_CPU_PORTABLE=1 keeps the x86-64-v4 build of
+// the loops but not the hand-written AVX-512 routines.
+enum class Isa : int32_t { kBaseline = 0, kX86_64_V3 = 3, kX86_64_V4 = 4 };
+
+inline Isa detect_isa() {
+#if defined(TSDI_X86_ISA_DISPATCH)
+  const bool v4 = __builtin_cpu_supports("x86-64-v4");
+  const bool v3 = __builtin_cpu_supports("x86-64-v3");
+  const char* wanted = std::getenv("TSDI_EXT_CPU_ISA");
+  if (wanted != nullptr) {
+    if (std::strcmp(wanted, "baseline") == 0) return Isa::kBaseline;
+    if (std::strcmp(wanted, "x86-64-v3") == 0 && v3) return Isa::kX86_64_V3;
+    if (std::strcmp(wanted, "x86-64-v4") == 0 && v4) return Isa::kX86_64_V4;
+  }
+  return v4 ? Isa::kX86_64_V4 : v3 ? Isa::kX86_64_V3 : Isa::kBaseline;
+#else
+  return Isa::kBaseline;
+#endif
+}
+
+inline Isa selected_isa() {
+  static const Isa isa = detect_isa();
+  return isa;
+}
+
+// Kernel entry points (defined in sampling_kernels.cpp, one build per instruction set).
 // Rows [row_begin, row_end) of `params` are processed; each thread passes its own workspace.
 void sample_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin,
                  int64_t row_end, Workspace& workspace);
 void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin, int64_t row_end,
                 Workspace& workspace);
+// Pass 2 alone on `n` values x <= 0 in place (exp(x), as a row with maximum 0 at temperature 1
+// gets it), through the selected instruction set's build; returns their float64 sum. For tests.
+double exp_weights_in_place(float* values, int64_t n);
 
 namespace detail {
 
@@ -96,29 +127,6 @@ TSDI_ALWAYS_INLINE float load_as_float(Float16Bits h) {
   uint32_t bits = em >= 0x7c00u ? inf_nan : normal;
   bits = em < 0x0400u ? subnormal : bits;
   return bits_to_float(bits | sign);
-}
-
-// exp(x) for x <= 0: Cephes' expf reduction and polynomial (about 1 ulp). Returns exactly 1 at
-// x == 0 and 0 below -86 (where the true value, < 5e-38, carries no probability mass that float32
-// can use), so the exponent arithmetic below never builds a subnormal.
-TSDI_ALWAYS_INLINE float exp_nonpositive(float x) {
-  const float clamped = x < -86.0f ? -86.0f : x;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float n = clamped * 1.44269504088896341f + kRound;
-  const int32_t n_int =
-      static_cast<int32_t>(float_to_bits(n)) - static_cast<int32_t>(float_to_bits(kRound));
-  n -= kRound;
-  float r = clamped - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const float scaled = bits_to_float(float_to_bits(y) + (static_cast<uint32_t>(n_int) << 23));
-  return x < -86.0f ? 0.0f : scaled;
 }
 
 // Pass 1: out[i] = logit[i] - alpha * bias[i]; returns the row status and sets `max_out`.
@@ -188,6 +196,8 @@ TSDI_ALWAYS_INLINE double exp_in_place(float* __restrict__ w, int64_t vocab, flo
 // shift <= 21). Branch-free: discarded values land in one of kDiscard spare buckets, and four
 // interleaved sub-histograms keep repeated buckets from serialising on store-to-load forwarding.
 // Only the buckets in use are cleared, so narrow brackets cost little beyond the values.
+// With kCount each value weighs 1 instead of its value (a histogram of counts, for top-k).
+template <bool kCount = false>
 TSDI_ALWAYS_INLINE void bracket_histogram(const float* __restrict__ values, int64_t n,
                                           uint32_t lo_bits, int shift, int buckets,
                                           double* hist_mass) {
@@ -203,13 +213,13 @@ TSDI_ALWAYS_INLINE void bracket_histogram(const float* __restrict__ values, int6
       const float v = values[i + k];
       const uint32_t discard = used + (static_cast<uint32_t>(i >> 2) & (kDiscard - 1));
       const uint32_t digit = (float_to_bits(v) - lo_bits) >> shift;
-      sub[k][digit < used ? digit : discard] += v;
+      sub[k][digit < used ? digit : discard] += kCount ? 1.0 : v;
     }
   }
   for (; i < n; ++i) {
     const float v = values[i];
     const uint32_t digit = (float_to_bits(v) - lo_bits) >> shift;
-    sub[0][digit < used ? digit : used] += v;
+    sub[0][digit < used ? digit : used] += kCount ? 1.0 : v;
   }
   for (uint32_t b = 0; b < used; ++b) {
     hist_mass[b] = (sub[0][b] + sub[1][b]) + (sub[2][b] + sub[3][b]);
@@ -342,6 +352,30 @@ TSDI_ALWAYS_INLINE float select_threshold(float* cand, int64_t n, uint32_t lo_bi
   }
   kept = above_candidates + candidate_mass_at_least(cand, n, tau);
   return tau;
+}
+
+// The k-th largest of n candidate values (1 <= k <= n), all with bit patterns in
+// [lo_bits, hi_bits), `above` values larger than every candidate having been counted already:
+// the radix select of select_threshold with counts for masses. `cand` is compacted in place.
+TSDI_ALWAYS_INLINE float kth_largest(float* cand, int64_t n, uint32_t lo_bits, uint32_t hi_bits,
+                                     double above, double k, Workspace& ws) {
+  while (n > kSortCandidates) {
+    int buckets = 0;
+    const int shift = bracket_shift(lo_bits, hi_bits, buckets);
+    bracket_histogram<true>(cand, n, lo_bits, shift, buckets, ws.hist_mass);
+    const int bucket = crossing_bucket(ws.hist_mass, buckets, k, above);
+    if (bucket < 0) return bits_to_float(lo_bits);  // fewer than k (not reached: k <= n)
+    lo_bits += static_cast<uint32_t>(bucket) << shift;
+    if (hi_bits - lo_bits > (1u << shift)) hi_bits = lo_bits + (1u << shift);
+    n = keep_bits_in(cand, n, lo_bits, hi_bits);
+    if (shift == 0) return cand[0];  // all remaining candidates have identical bits
+  }
+  sort_descending(cand, n);
+  for (int64_t j = 0; j < n; ++j) {
+    above += 1.0;
+    if (above >= k) return cand[j];
+  }
+  return n > 0 ? cand[n - 1] : bits_to_float(lo_bits);
 }
 
 // Mass of the values >= each of kPivots ascending pivots. Written with GCC/Clang vector types so
@@ -498,75 +532,11 @@ __attribute__((target("avx512f,avx512dq"))) inline void pivot_masses_avx512(
   }
 }
 
-// AVX-512 exp of 16 lanes: the same reduction and polynomial as exp_nonpositive, with explicit
-// fused multiply-adds (the build disables FP contraction so that the debiasing rounds as
-// specified; the polynomial's last-bit differences do not matter). Lanes outside `lanes` and
-// lanes below -86 give exactly 0.
-__attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512
-exp16_avx512(__m512 d, __m512 max_v, __m512 scale_v, __mmask16 lanes) {
-  const __m512 lowest = _mm512_set1_ps(-86.0f), round_v = _mm512_set1_ps(12582912.0f);
-  const __m512 x = _mm512_mul_ps(_mm512_sub_ps(d, max_v), scale_v);
-  const __mmask16 underflow = _mm512_cmp_ps_mask(x, lowest, _CMP_LT_OQ);  // also x = -inf
-  const __m512 xc = _mm512_max_ps(x, lowest);
-  __m512 nf = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), round_v);
-  // bits of 12582912.0f: the integer n sits in the low mantissa bits
-  const __m512i n_int = _mm512_sub_epi32(_mm512_castps_si512(nf), _mm512_set1_epi32(0x4B400000));
-  nf = _mm512_sub_ps(nf, round_v);
-  __m512 r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-0.693359375f), xc);
-  r = _mm512_fmadd_ps(nf, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(_mm512_mul_ps(y, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512 e =
-      _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(n_int, 23)));
-  return _mm512_maskz_mov_ps(static_cast<__mmask16>(lanes & ~underflow), e);
-}
-
-// Adds the 16 float lanes of `e` to 8 float64 lanes, summing two floats per lane first: one
-// float -> double conversion instead of two (the conversions bound the loop), at a relative cost
-// of at most 2^-24 per pair (measured: 5e-11 of the row total).
-__attribute__((target("avx512f,avx512dq"))) TSDI_ALWAYS_INLINE __m512d add_pairs_pd(__m512d sum,
-                                                                                    __m512 e) {
-  return _mm512_add_pd(
-      sum, _mm512_cvtps_pd(_mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps(e, 1))));
-}
-
-// AVX-512 exp pass: w = exp((d - max) * scale) in place; returns the float64 sum. Two vectors per
-// iteration without masks; the tail goes through the same vector code under a mask (a scalar tail
-// would round differently, without FMA, and break exact ties between tail and body elements).
-__attribute__((target("avx512f,avx512dq"))) inline double exp_in_place_avx512(float* __restrict__ w,
-                                                                              int64_t n,
-                                                                              float row_max,
-                                                                              float scale) {
-  const __m512 max_v = _mm512_set1_ps(row_max), scale_v = _mm512_set1_ps(scale);
-  constexpr __mmask16 kAll = 0xFFFF;
-  __m512d sum_a = _mm512_setzero_pd(), sum_b = _mm512_setzero_pd();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 e = exp16_avx512(_mm512_loadu_ps(w + i), max_v, scale_v, kAll);
-    const __m512 f = exp16_avx512(_mm512_loadu_ps(w + i + 16), max_v, scale_v, kAll);
-    _mm512_storeu_ps(w + i, e);
-    _mm512_storeu_ps(w + i + 16, f);
-    sum_a = add_pairs_pd(sum_a, e);
-    sum_b = add_pairs_pd(sum_b, f);
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 lanes = n - i >= 16 ? kAll : static_cast<__mmask16>((1u << (n - i)) - 1u);
-    const __m512 e = exp16_avx512(_mm512_maskz_loadu_ps(lanes, w + i), max_v, scale_v, lanes);
-    _mm512_mask_storeu_ps(w + i, lanes, e);
-    sum_a = add_pairs_pd(sum_a, e);
-  }
-  return _mm512_reduce_add_pd(_mm512_add_pd(sum_a, sum_b));
-}
-
 // True when the AVX-512 routines may run. TSDI_EXT_CPU_PORTABLE=1 (read once) forces the portable
-// loops, so that tests cover both on an AVX-512 machine.
+// loops, so that tests cover both on an AVX-512 machine; so does TSDI_EXT_CPU_ISA.
 inline bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                          std::getenv("TSDI_EXT_CPU_PORTABLE") == nullptr;
+  static const bool has =
+      selected_isa() == Isa::kX86_64_V4 && std::getenv("TSDI_EXT_CPU_PORTABLE") == nullptr;
   return has;
 }
 #pragma GCC diagnostic pop
@@ -580,14 +550,11 @@ TSDI_ALWAYS_INLINE void pivot_masses(const float* __restrict__ w, int64_t n,
   pivot_masses_portable(w, n, pivots, mass);
 }
 
-// Pass 2 with the widest implementation the CPU has.
+// Pass 2. One loop for every instruction set (compiled into each clone, vectorised by the
+// compiler): tsdi::exp_nonpositive is a sequence of rounded float32 operations, so every path gives
+// the same bits, which a hand-written FMA version would not (docs/contract.md §5).
 TSDI_ALWAYS_INLINE double exp_weights(float* __restrict__ w, int64_t vocab, float row_max,
                                       float inv_temperature) {
-#if defined(TSDI_AVX512_COLLECT)
-  if (cpu_has_avx512()) {
-    return exp_in_place_avx512(w, vocab, row_max, clamp_inverse_temperature(inv_temperature));
-  }
-#endif
   return exp_in_place(w, vocab, row_max, inv_temperature);
 }
 
@@ -840,6 +807,69 @@ TSDI_ALWAYS_INLINE double kept_mass(const float* __restrict__ w, int64_t vocab, 
   return mass_at_least(w, 0, vocab, tau);
 }
 
+// Pass 3 with every filter of docs/contract.md §6: top-k, top-p on the top-k set, min-p. Returns
+// the final threshold (the kept set is {w >= tau}) and sets `kept` to its mass.
+//  - top-k (0 < k < V): a count histogram of the whole row over 1/8-octave buckets of the bit
+//    patterns finds the bucket of the k-th largest weight, one pass collects every weight from that
+//    bucket up (k plus that bucket's population), and a count radix select among them gives
+//    tau_k; the top-k set, its mass S_k and then the nucleus within it come from that short list.
+//  - top-p alone: top_p_threshold over the row.
+//  - min-p: tau = max(tau, min_p) (w is p / p_max), the kept mass measured again if that moved it.
+TSDI_ALWAYS_INLINE float filter_threshold(float* w, int64_t vocab, double total,
+                                          const RowParams& rp, Workspace& ws, double& kept) {
+  float tau = 0.0f;
+  kept = -1.0;
+  if (rp.top_k > 0 && rp.top_k < vocab) {
+    const uint32_t end_bits = float_to_bits(1.0f) + 1u;
+    int buckets = 0;
+    const int shift = bracket_shift(0u, end_bits, buckets);
+    bracket_histogram<true>(w, vocab, 0u, shift, buckets, ws.hist_mass);
+    double count_above = 0.0;
+    const double k = static_cast<double>(rp.top_k);
+    const int bucket = crossing_bucket(ws.hist_mass, buckets, k, count_above);
+    const uint32_t lo_bits = bucket < 0 ? 0u : static_cast<uint32_t>(bucket) << shift;
+    float* cand = ws.candidates.data();
+    double unused_above = 0.0;
+    const int64_t n = collect_bracket(w, vocab, bits_to_float(lo_bits), bits_to_float(end_bits),
+                                      cand, unused_above);
+    // The select compacts its input: it works on a copy, the top-k list stays in `cand`.
+    float* scratch = ws.candidates_next.data();
+    for (int64_t j = 0; j < n; ++j) scratch[j] = cand[j];
+    const float tau_k = kth_largest(scratch, n, lo_bits, end_bits, 0.0, k, ws);
+    const uint32_t tau_k_bits = float_to_bits(tau_k);
+    const int64_t n_k = keep_bits_in(cand, n, tau_k_bits, end_bits);
+    const double total_k = mass_at_least(cand, 0, n_k, 0.0f);
+    tau = tau_k;
+    kept = total_k;
+    if (rp.top_p < 1.0f) {
+      if (rp.top_p <= 0.0f) {
+        tau = 1.0f;
+        kept = -1.0;
+      } else {
+        const double target = static_cast<double>(rp.top_p) * total_k;
+        tau = select_threshold(cand, n_k, tau_k_bits, end_bits, 0.0, target, ws, kept);
+        if (tau < tau_k) {  // rounding of S_k against the select's sums: the top-k set
+          tau = tau_k;
+          kept = total_k;
+        }
+      }
+    }
+    if (rp.min_p > tau) {
+      tau = rp.min_p;
+      kept = -1.0;
+    }
+    if (kept < 0.0) kept = mass_at_least(cand, 0, n_k, tau);  // the short list holds the kept set
+    return tau;
+  }
+  tau = top_p_threshold(w, vocab, total, rp.top_p, ws, kept);
+  if (rp.min_p > tau) {
+    tau = rp.min_p;
+    kept = -1.0;
+  }
+  if (kept < 0.0) kept = kept_mass(w, vocab, tau);
+  return tau;
+}
+
 // Pass 4b: inverse CDF in vocabulary order: the first kept i whose running kept mass exceeds
 // u * kept_total; the last kept token of non-zero weight if rounding leaves the running mass short.
 // Whole blocks that end at or below the target are skipped by their kept mass, measured on the way
@@ -904,8 +934,7 @@ TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace
   }
   const double total = exp_weights(work, p.vocab, row_max, 1.0f / rp.temperature);
   double kept = 0.0;
-  const float tau = top_p_threshold(work, p.vocab, total, rp.top_p, ws, kept);
-  if (kept < 0.0) kept = kept_mass(work, p.vocab, tau);
+  const float tau = filter_threshold(work, p.vocab, total, rp, ws, kept);
   const double u = uniform_from_seed_offset(rp.seed, rp.offset);
   p.tokens[b] = draw_token(work, p.vocab, tau, kept, u);
 }
@@ -929,8 +958,7 @@ TSDI_ALWAYS_INLINE void probs_row(const SamplingParams& p, int64_t b, Workspace&
   }
   const double total = exp_weights(out, p.vocab, row_max, 1.0f / rp.temperature);
   double kept = 0.0;
-  const float tau = top_p_threshold(out, p.vocab, total, rp.top_p, ws, kept);
-  if (kept < 0.0) kept = kept_mass(out, p.vocab, tau);
+  const float tau = filter_threshold(out, p.vocab, total, rp, ws, kept);
   const float scale = static_cast<float>(1.0 / kept);
   for (int64_t i = 0; i < p.vocab; ++i) out[i] = out[i] >= tau ? out[i] * scale : 0.0f;
 }

@@ -10,12 +10,15 @@
 // What a row computes is docs/contract.md; this kernel does its steps as follows:
 //   §2-§3  d = x - alpha * bias (rounded product, no FMA), max d, NaN/+inf/all -inf detection.
 //   §4     T == 0: greedy (first index of max d).
-//   §5     w = exp((d - max) * (1/T)) with the CPU kernel's polynomial and FMA order (bit-identical
-//          to its AVX-512 path), S = sum w in float64.
-//   §6     tau: bisection over float bit patterns with 32 power-of-two-wide buckets per round (<= 6
-//          rounds, one cluster.sync each, bucket masses double-buffered): the float64 mass of
-//          each bucket is reduced across the cluster and the bucket where the mass from the top
-//          crosses top_p * S becomes the next bracket; ends at a single bit pattern = tau.
+//   §5     w = exp((d - max) * (1/T)) by tsdi::exp_nonpositive (common.h: every product and sum
+//          rounded by __fmul_rn / __fadd_rn, so the bits are the CPU kernel's and the reference's),
+//          S = sum w in float64.
+//   §6     top-k's tau_k, then the nucleus within the top-k set: bisections over float bit patterns
+//          with 32 power-of-two-wide buckets per round (<= 6 rounds each, one cluster.sync each,
+//          bucket masses double-buffered): the float64 count (top-k) or mass (top-p) of each
+//          bucket is reduced across the cluster and the bucket where the total from the top
+//          crosses k or top_p * S_k becomes the next bracket; ends at a single bit pattern. Then
+//          tau = max(tau_k, tau_p, min_p).
 //   §7     kept mass per CTA, prefix over the cluster, then a block scan of per-thread chunks in
 //          vocabulary order: the first kept index whose running float64 mass exceeds u * S_kept.
 // Float64 sums use shared-memory atomics inside a CTA, so their last bits may vary run to run; the
@@ -63,6 +66,7 @@ struct alignas(16) Scratch {
   int64_t part_index;
   int64_t part_last_kept;
   double part_sum;
+  double part_sum_k;  // mass of the top-k set
   double part_kept;
   int64_t part_token;
 };
@@ -117,26 +121,6 @@ __device__ __forceinline__ void load_vector(const __nv_bfloat16* p, float (&f)[8
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-// exp(x) for x <= 0 (x = -inf allowed): the CPU kernel's Cephes reduction and polynomial with the
-// fused multiply-adds of its AVX-512 path, so the two produce identical weights.
-__device__ __forceinline__ float exp_nonpositive(float x) {
-  const bool underflow = !(x >= -86.0f);
-  const float xc = fmaxf(x, -86.0f);
-  float nf = __fmaf_rn(xc, 1.44269504088896341f, 12582912.0f);
-  const int32_t n_int = __float_as_int(nf) - 0x4B400000;
-  nf = __fsub_rn(nf, 12582912.0f);
-  float r = __fmaf_rn(nf, -0.693359375f, xc);
-  r = __fmaf_rn(nf, 2.12194440e-4f, r);
-  float y = __fmaf_rn(1.9875691500e-4f, r, 1.3981999507e-3f);
-  y = __fmaf_rn(y, r, 8.3334519073e-3f);
-  y = __fmaf_rn(y, r, 4.1665795894e-2f);
-  y = __fmaf_rn(y, r, 1.6666665459e-1f);
-  y = __fmaf_rn(y, r, 5.0000001201e-1f);
-  y = __fmaf_rn(__fmul_rn(y, r), r, __fadd_rn(r, 1.0f));
-  const float e = __int_as_float(__float_as_int(y) + (n_int << 23));
-  return underflow ? 0.0f : e;
-}
 
 __device__ __forceinline__ float clamp_inverse_temperature(float inv) {
   return fminf(fmaxf(inv, 1.17549435e-38f), 3.40282347e+38f);
@@ -325,7 +309,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   const float scale = clamp_inverse_temperature(1.0f / rp.temperature);
   double local_sum = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    const float e = exp_nonpositive(__fmul_rn(__fsub_rn(w[i], row_max), scale));
+    const float e = tsdi::exp_nonpositive(__fmul_rn(__fsub_rn(w[i], row_max), scale));
     w[i] = e;
     local_sum += e;
   }
@@ -335,20 +319,17 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   double total = 0.0;
   for (int r = 0; r < ranks; ++r) total += cluster.map_shared_rank(&s, r)->part_sum;
 
-  // 4. The nucleus threshold tau.
-  float tau;
-  if (rp.top_p >= 1.0f) {
-    tau = 0.0f;
-  } else if (rp.top_p <= 0.0f) {
-    tau = 1.0f;
-  } else {
-    const double target = static_cast<double>(rp.top_p) * total;
-    const float floor_value = static_cast<float>((1.0 - static_cast<double>(rp.top_p)) * total /
-                                                 static_cast<double>(p.vocab) * (1.0 - 1e-6));
-    uint32_t lo = __float_as_uint(floor_value);
-    uint32_t hi = __float_as_uint(1.0f) + 1u;
+  // 4. The thresholds (docs/contract.md §6): top-k's tau_k by a bisection on counts, the nucleus
+  // within the top-k set by the same bisection on masses, then min-p.
+  const uint32_t end_bits = __float_as_uint(1.0f) + 1u;
+  int round = 0;  // across both bisections, so that the bucket buffers keep alternating
+  // Bisection over the float bit patterns [lo, hi) with 32 power-of-two-wide buckets per round
+  // (one cluster.sync each, bucket masses double-buffered): the float64 mass (with kCount, the
+  // number) of the weights in each bucket is reduced across the cluster and the bucket where the
+  // total from the top crosses `target` becomes the next bracket; ends at a single bit pattern.
+  auto bisect = [&](uint32_t lo, uint32_t hi, double target, bool count) {
     double above = 0.0;
-    for (int round = 0; hi - lo > 1u; ++round) {
+    for (; hi - lo > 1u; ++round) {
       const uint32_t span = hi - lo;                   // 2 .. 2^30
       const int shift = max(0, 27 - __clz(span - 1));  // ceil(log2(span)) - 5
       // Each warp accumulates into its own row of buckets: shared-memory float64 atomics are
@@ -370,7 +351,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
             run_bucket = bucket;
             run_mass = 0.0;
           }
-          run_mass += v;
+          run_mass += count ? 1.0 : static_cast<double>(v);
         }
       }
       if (run_bucket >= 0) atomicAdd(&wb[run_bucket], run_mass);
@@ -411,8 +392,35 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
       lo = static_cast<uint32_t>(new_lo);
       hi = new_hi < hi ? static_cast<uint32_t>(new_hi) : hi;
     }
-    tau = __uint_as_float(lo);
+    return lo;
+  };
+  float tau_k = 0.0f;
+  double total_k = total;
+  if (rp.top_k > 0 && rp.top_k < p.vocab) {
+    tau_k = __uint_as_float(bisect(0u, end_bits, static_cast<double>(rp.top_k), true));
+    double local = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) local += w[i] >= tau_k ? w[i] : 0.0f;
+    local = block_sum(local, s);
+    if (threadIdx.x == 0) s.part_sum_k = local;
+    cluster.sync();
+    total_k = 0.0;
+    for (int r = 0; r < ranks; ++r) total_k += cluster.map_shared_rank(&s, r)->part_sum_k;
   }
+  float tau;
+  if (rp.top_p >= 1.0f) {
+    tau = tau_k;
+  } else if (rp.top_p <= 0.0f) {
+    tau = 1.0f;
+  } else {
+    const double target = static_cast<double>(rp.top_p) * total_k;
+    // Without top-k the tokens below floor = (1 - top_p) * S / V hold at most (1 - top_p) * S
+    // of mass, so tau >= floor; with it, tau >= tau_k.
+    const float floor_value = static_cast<float>((1.0 - static_cast<double>(rp.top_p)) * total /
+                                                 static_cast<double>(p.vocab) * (1.0 - 1e-6));
+    const uint32_t lo = tau_k > 0.0f ? __float_as_uint(tau_k) : __float_as_uint(floor_value);
+    tau = fmaxf(__uint_as_float(bisect(lo, end_bits, target, false)), tau_k);
+  }
+  tau = fmaxf(tau, rp.min_p);
 
   // 5. Kept mass per CTA, then the draw (or the probabilities).
   double kept = 0.0;
