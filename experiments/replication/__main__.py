@@ -5,6 +5,8 @@ replicate  the whole replication: realign, estimate, inspect, sweep (make replic
 rescore    rebuild a replication's table, plot and summary from its responses
 judge      train and cross-validate the safety judge, check it against the hand labels
 judged     judged safety per harm category of a sweep's stored answers (results/judged/)
+study      the faithful test: SFT and DPO models, their fronts, TSDI in both bias scales,
+           SafePatching and three more baselines, judged; cached per stage (--reduced: smaller)
 """
 
 from __future__ import annotations
@@ -98,6 +100,27 @@ def judged_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# The reduced configuration, for a machine that cannot give the full one its ~75 minutes: one
+# front point per model, fewer prompts and alphas. Its outputs say "reduced".
+REDUCED = {
+    "harmful_per_set": 50,
+    "scales": (0.5,),
+    "alphas_logprob": (0.25, 0.5),
+    "alphas_prob": (2.0,),
+    "bias_prompts": 128,
+    "reduced": True,
+}
+
+
+def study_command(args: argparse.Namespace) -> int:
+    from .study import StudySettings, run_study
+
+    settings = StudySettings(**(REDUCED if args.reduced else {}), seed=args.seed)
+    run_study(args.out, settings)
+    print((args.out / "study.md").read_text())
+    return 0
+
+
 def _add_realign_options(parser: argparse.ArgumentParser) -> None:
     d = RealignSettings()
     parser.add_argument(
@@ -166,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("judged", help="judged safety of a sweep's answers, per category")
     p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     p.set_defaults(handler=judged_command)
+
+    p = commands.add_parser("study", help="the faithful test with baselines, judged (cached)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "study",
+        help=f"output directory (default: {RESULTS / 'study'})",
+    )
+    p.add_argument("--reduced", action="store_true", help="the smaller, labelled configuration")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=study_command)
     return parser
 
 
