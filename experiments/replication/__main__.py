@@ -5,6 +5,9 @@ replicate  the whole replication: realign, estimate, inspect, sweep (make replic
 rescore    rebuild a replication's table, plot and summary from its responses
 judge      train and cross-validate the safety judge, check it against the hand labels
 judged     judged safety per harm category of a sweep's stored answers (results/judged/)
+premise    the premise diagnostic on the replication's SFT model (results/premise/)
+study      the faithful test: SFT and DPO models, their fronts, TSDI in both bias scales,
+           SafePatching and three more baselines, judged; cached per stage (--reduced: smaller)
 """
 
 from __future__ import annotations
@@ -98,6 +101,75 @@ def judged_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# The reduced configuration, for a machine that cannot give the full one its ~75 minutes: one
+# front point per model, fewer prompts and alphas. Its outputs say "reduced".
+REDUCED = {
+    "harmful_per_set": 50,
+    "scales": (0.5,),
+    "alphas_logprob": (0.25, 0.5),
+    "alphas_prob": (2.0,),
+    "bias_prompts": 128,
+    "reduced": True,
+}
+
+
+def study_command(args: argparse.Namespace) -> int:
+    from .study import StudySettings, run_study
+
+    settings = StudySettings(**(REDUCED if args.reduced else {}), seed=args.seed)
+    run_study(args.out, settings)
+    print((args.out / "study.md").read_text())
+    return 0
+
+
+def premise_command(args: argparse.Namespace) -> int:
+    import json
+
+    from tsdi_ext.bias import estimate_bias
+    from tsdi_ext.eval import evaluation_sets
+    from tsdi_ext.models import SMOLLM2, load_model
+
+    from .premise import premise_diagnostic, refusal_opening_ids
+    from .realign import RealignSettings, realign, refusal_responses
+    from .study import _random_text_prompts
+
+    reference, tokenizer = load_model(SMOLLM2)
+    aligned, _ = load_model(str(realign(SMOLLM2, RealignSettings())))
+    table = estimate_bias(aligned, reference, tokenizer, num_prompts=256, length=1, seed=0)
+    harmful = [p for s in evaluation_sets(200, seed=0) if s.kind == "harmful" for p in s.prompts]
+    # Over-refused: the benign prompts the aligned model refused in the committed sweep.
+    records = [json.loads(line) for line in (RESULTS / "responses.jsonl").open()]
+    over = [
+        r["prompt"]
+        for r in records
+        if r["config"] == "aligned" and r["kind"] == "benign" and r["refusal"]
+    ]
+    result = premise_diagnostic(
+        {"reference": reference, "aligned": aligned},
+        tokenizer,
+        {"harmful": harmful, "over-refused benign": over},
+        reference="reference",
+        opening_ids=refusal_opening_ids(tokenizer, refusal_responses()),
+        random_prompts=_random_text_prompts(64, 0),
+        biases={"aligned": table.bias},
+        alphas=(0.25, 0.5, 1.0, 2.0),
+    )
+    # Is this the model the committed sweep answered with? (Training is seeded; this checks it.)
+    from tsdi_ext.generation import generate
+
+    sample = [r for r in records if r["config"] == "aligned"][::40]
+    again = generate(aligned, tokenizer, [r["prompt"] for r in sample], max_new_tokens=40).texts
+    result["same_answers_as_committed_sweep"] = {
+        "checked": len(sample),
+        "identical": sum(a.strip() == r["response"].strip() for a, r in zip(again, sample)),
+    }
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "premise.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def _add_realign_options(parser: argparse.ArgumentParser) -> None:
     d = RealignSettings()
     parser.add_argument(
@@ -166,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("judged", help="judged safety of a sweep's answers, per category")
     p.add_argument("directory", nargs="?", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     p.set_defaults(handler=judged_command)
+
+    p = commands.add_parser("premise", help="the premise diagnostic on the SFT model")
+    p.add_argument("--out", type=Path, default=RESULTS / "premise")
+    p.set_defaults(handler=premise_command)
+
+    p = commands.add_parser("study", help="the faithful test with baselines, judged (cached)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "study",
+        help=f"output directory (default: {RESULTS / 'study'})",
+    )
+    p.add_argument("--reduced", action="store_true", help="the smaller, labelled configuration")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=study_command)
     return parser
 
 
