@@ -26,6 +26,9 @@ TORCH_LIBRARY(tsdi_ext, m) {
       "sample(Tensor logits, Tensor? bias, Tensor? positions, Tensor?[] row_tensors, "
       "float[] row_floats, int[] row_ints) -> (Tensor, Tensor)");
   m.def(
+      "sample_logprobs(Tensor logits, Tensor? bias, Tensor? positions, Tensor?[] row_tensors, "
+      "float[] row_floats, int[] row_ints) -> (Tensor, Tensor, Tensor)");
+  m.def(
       "sampling_probs(Tensor logits, Tensor? bias, Tensor? positions, Tensor?[] row_tensors, "
       "float[] row_floats, int[] row_ints) -> Tensor");
 }

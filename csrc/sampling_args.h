@@ -192,11 +192,12 @@ struct SampleCall {
   tsdi::SamplingParams params;
   at::Tensor tokens;
   at::Tensor valid;
+  at::Tensor logprobs;  // [B, 2] float32, with_logprobs only
 };
 
 inline SampleCall prepare_sample(const at::Tensor& logits_in, const std::optional<at::Tensor>& bias,
                                  const std::optional<at::Tensor>& positions,
-                                 const RowArgs& row_args) {
+                                 const RowArgs& row_args, bool with_logprobs = false) {
   SampleCall call;
   call.logits = vocab_contiguous(logits_in);
   call.params = make_params(call.logits, bias, positions, row_args);
@@ -204,6 +205,10 @@ inline SampleCall prepare_sample(const at::Tensor& logits_in, const std::optiona
   call.valid = at::empty({call.params.batch}, call.logits.options().dtype(at::kBool));
   call.params.tokens = call.tokens.mutable_data_ptr<int64_t>();
   call.params.valid = call.valid.mutable_data_ptr<bool>();
+  if (with_logprobs) {
+    call.logprobs = at::empty({call.params.batch, 2}, call.logits.options().dtype(at::kFloat));
+    call.params.logprobs = call.logprobs.mutable_data_ptr<float>();
+  }
   return call;
 }
 

@@ -56,6 +56,21 @@ std::tuple<at::Tensor, at::Tensor> sample_cpu(const at::Tensor& logits,
   return {call.tokens, call.valid};
 }
 
+// sample() with the drawn tokens' log-probabilities ([B, 2]: final, unfiltered).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_logprobs_cpu(
+    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const OptionalTensorList& row_tensors,
+    c10::ArrayRef<double> row_floats, c10::ArrayRef<int64_t> row_ints) {
+  SampleCall call =
+      prepare_sample(logits, bias, positions, {row_tensors, row_floats, row_ints}, true);
+  const auto dtype = kernel_dtype(call.logits);
+  for_each_row_range(call.params, [dtype](const tsdi::SamplingParams& params, int64_t begin,
+                                          int64_t end, tsdi::cpu::Workspace& ws) {
+    tsdi::cpu::sample_rows(dtype, params, begin, end, ws);
+  });
+  return {call.tokens, call.valid, call.logprobs};
+}
+
 at::Tensor sampling_probs_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& bias,
                               const std::optional<at::Tensor>& positions,
                               const OptionalTensorList& row_tensors,
@@ -73,6 +88,7 @@ at::Tensor sampling_probs_cpu(const at::Tensor& logits, const std::optional<at::
 
 TORCH_LIBRARY_IMPL(tsdi_ext, CPU, m) {
   m.impl("sample", &sample_cpu);
+  m.impl("sample_logprobs", &sample_logprobs_cpu);
   m.impl("sampling_probs", &sampling_probs_cpu);
 }
 

@@ -79,6 +79,20 @@ std::tuple<at::Tensor, at::Tensor> sample_cuda(const at::Tensor& logits,
   return {call.tokens, call.valid};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_logprobs_cuda(
+    const at::Tensor& logits, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& positions, const OptionalTensorList& row_tensors,
+    c10::ArrayRef<double> row_floats, c10::ArrayRef<int64_t> row_ints) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  SampleCall call =
+      prepare_sample(logits, bias, positions, {row_tensors, row_floats, row_ints}, true);
+  if (call.params.batch > 0) {
+    const int64_t smem_budget = check_device_and_shape(call.logits);
+    launch<false>(call.logits, call.params, smem_budget);
+  }
+  return {call.tokens, call.valid, call.logprobs};
+}
+
 at::Tensor sampling_probs_cuda(const at::Tensor& logits, const std::optional<at::Tensor>& bias,
                                const std::optional<at::Tensor>& positions,
                                const OptionalTensorList& row_tensors,
@@ -96,6 +110,7 @@ at::Tensor sampling_probs_cuda(const at::Tensor& logits, const std::optional<at:
 
 TORCH_LIBRARY_IMPL(tsdi_ext, CUDA, m) {
   m.impl("sample", &sample_cuda);
+  m.impl("sample_logprobs", &sample_logprobs_cuda);
   m.impl("sampling_probs", &sampling_probs_cuda);
 }
 

@@ -84,6 +84,7 @@ struct Outputs {
   std::vector<int64_t> tokens;
   std::vector<uint8_t> valid;
   std::vector<float> probs;
+  std::vector<float> logprobs;  // [batch, 2]
   int sample_error = 0, probs_error = 0;
 };
 
@@ -115,6 +116,7 @@ Outputs execute(const Call& c, Run run) {
   Device<int64_t> tokens(std::vector<int64_t>(c.batch, -7));
   Device<uint8_t> valid(std::vector<uint8_t>(c.batch, 0x5a));
   Device<float> probs(std::vector<float>(c.batch * c.vocab, NAN));
+  Device<float> logprobs(std::vector<float>(c.batch * 2, -7.0f));
 
   tsdi::SamplingParams p;
   p.logits = c.dtype == LogitsDType::kFloat32
@@ -139,6 +141,7 @@ Outputs execute(const Call& c, Run run) {
   tsdi::SamplingParams sample = p;
   sample.tokens = tokens.get();
   sample.valid = reinterpret_cast<bool*>(valid.get());
+  sample.logprobs = logprobs.get();
   out.sample_error = run(sample, false);
   tsdi::SamplingParams with_probs = p;
   with_probs.probs = probs.get();
@@ -146,6 +149,7 @@ Outputs execute(const Call& c, Run run) {
   out.tokens = tokens.read();
   out.valid = valid.read();
   out.probs = probs.read();
+  out.logprobs = logprobs.read();
   return out;
 }
 
@@ -222,6 +226,14 @@ Outputs check_against(const Call& c, const Outputs& cpu) {
       std::fprintf(stderr, "  %s row %lld: CUDA token %lld, CPU token %lld\n", c.name.c_str(),
                    static_cast<long long>(b), static_cast<long long>(token),
                    static_cast<long long>(cpu.tokens[b]));
+    }
+    for (int k = 0; k < 2; ++k) {  // log-probabilities: the same sums up to their order
+      const float got = cuda.logprobs[2 * b + k], want = cpu.logprobs[2 * b + k];
+      const bool same = std::isnan(want) ? std::isnan(got) && !cpu.valid[b]
+                                         : std::fabs(got - want) <= 1e-6f + 1e-6f * std::fabs(want);
+      expect(same && (std::isnan(want) || want <= 0.0f),
+             where + "row " + std::to_string(b) + " log-probability " + std::to_string(k) +
+                 ": CUDA " + std::to_string(got) + ", CPU " + std::to_string(want));
     }
     bool row_ok = true;
     double row_sum = 0.0;
@@ -362,6 +374,14 @@ std::vector<Call> agreement_cases() {
     c.top_p = {1.0f, 0.9f, 0.8f, 0.5f, 1.0f, 0.95f, 0.0f, 0.9f};
     c.min_p = {0.05f, 0.0f, 0.0f, 0.3f, 0.2f, 0.0f, 0.0f, 0.0f};
     c.seed = {1, 2, 3, 4, 5, 6, 7, 8};
+    calls.push_back(c);
+  }
+  {  // a long top-k list (radix rounds, not only the sort) with min-p above the nucleus threshold
+    Call c =
+        basic("f32 V=20000 top-k 2000, min-p binding", LogitsDType::kFloat32, 2, 20000, 1.0f, gen);
+    c.top_k_value = 2000;
+    c.top_p = {0.99f, 1.0f};
+    c.min_p_value = 0.1f;
     calls.push_back(c);
   }
   {  // top-k and min-p scalars on a row long enough for a cluster of 8

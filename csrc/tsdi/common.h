@@ -79,6 +79,10 @@ struct SamplingParams {
   // contiguous) by the probability kernels; a kernel leaves the outputs it does not own alone.
   int64_t* tokens = nullptr;
   bool* valid = nullptr;
+  // Optional, with tokens ([batch, 2], contiguous): per row, the drawn token's log-probability
+  // under the final distribution (w / K) and under the unfiltered tempered one (w / S); 0 for
+  // greedy rows, NaN for invalid ones (docs/contract.md §7).
+  float* logprobs = nullptr;
   float* probs = nullptr;
 };
 

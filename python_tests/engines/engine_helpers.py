@@ -18,7 +18,7 @@ def require_engine(name: str, module: str):
     except ImportError as error:
         pytest.skip(
             f"{name} is not installed here ({error}); its tests run in its own environment: "
-            "tools/setup_engines.sh && make test-engines",
+            "make engines test-engines",
             allow_module_level=True,
         )
 

@@ -25,16 +25,16 @@ def kernel_exp(x: torch.Tensor) -> torch.Tensor:
     """The CPU kernel's pass 2 on float32 values <= 0 (exp, through the selected build)."""
     from tsdi_ext import _C
 
-    out = _C.exp_weights(bytes(x.contiguous().untyped_storage()))
+    out = _C.exp_weights(x.contiguous().numpy().tobytes())
     return torch.frombuffer(bytearray(out), dtype=torch.float32)
 
 
 def dense_sweep() -> torch.Tensor:
-    """Every 97th float32 bit pattern of [-86.5, 0] (about 11 million values, all exponents), the
+    """Every 389th float32 bit pattern of [-86.5, 0] (2.8 million values, all exponents), the
     flush boundary's neighbours and the special values."""
     # negative floats' bit patterns, as uint32, run from -0.0 (0x80000000) up to -86.5's
     top = torch.tensor(-86.5, dtype=torch.float32).view(torch.int32).item() + 2**32
-    patterns = torch.arange(0x80000000, top + 1, 97, dtype=torch.int64)
+    patterns = torch.arange(0x80000000, top + 1, 389, dtype=torch.int64)
     values = (patterns - 2**32).to(torch.int32).view(torch.float32)
     edge = torch.tensor(-86.0, dtype=torch.float32)
     specials = torch.tensor(
@@ -49,7 +49,7 @@ def dense_sweep() -> torch.Tensor:
 
 def test_exp_bits_identical_on_a_dense_sweep():
     x = dense_sweep()
-    assert (x <= 0).all() and x.numel() > 10_000_000
+    assert (x <= 0).all() and x.numel() > 2_500_000
     want = reference.exp_nonpositive(x)
     got = kernel_exp(x)
     differs = (got.view(torch.int32) != want.view(torch.int32)).nonzero().flatten()
@@ -130,6 +130,7 @@ def test_lattice_rows_identical():
 BUILDS = ("baseline", "x86-64-v3", "x86-64-v4")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", BUILDS)
 def test_every_cpu_build(build):
     """This file again with the CPU kernel's `build` selected (skipped where the CPU lacks it)."""

@@ -555,7 +555,8 @@ RAW_BAD = {
     "row_lists_too_short": (
         lambda: torch.ops.tsdi_ext.sample.default(logits(), None, None, [None], [1.0], [0]),
         ValueError,
-        r"the per-row arguments are \(alpha, temperature, top_p, seed, offset\): expected 5 tensors",
+        r"the per-row arguments are \(alpha, temperature, top_p, top_k, min_p, seed, offset\): "
+        r"expected 7 tensors",
     ),
     "row_lists_too_long": (
         lambda: torch.ops.tsdi_ext.sampling_probs.default(

@@ -186,6 +186,7 @@ def test_opcheck_and_compile_with_filters():
     torch.library.opcheck(
         torch.ops.tsdi_ext.sample.default, (logits, None, None, *args), raise_exception=True
     )
+    torch.library.opcheck(torch.ops.tsdi_ext.sample_logprobs.default, (logits, None, None, *args))
     torch.library.opcheck(torch.ops.tsdi_ext.sampling_probs.default, (logits, None, None, *args))
 
     @torch.compile(fullgraph=True)

@@ -161,7 +161,8 @@ class TSDISampler:
         self.sampler = llama_cpp.llama_sampler_init(ctypes.pointer(self._iface), None)
 
     def close(self) -> None:
-        if self.sampler is not None:
+        """Frees the C sampler (also done when the object is collected)."""
+        if getattr(self, "sampler", None) is not None:  # None too when __init__ raised
             llama_cpp.llama_sampler_free(self.sampler)
             self.sampler = None
 

@@ -10,12 +10,13 @@ The contract all backends implement is docs/contract.md.
 
 from . import reference
 from ._native import cuda_available, native_available
-from .sampling import BACKENDS, sample, sampling_probs
+from .sampling import BACKENDS, SampleWithLogprobs, sample, sampling_probs
 
 __all__ = [
     "BACKENDS",
     "sample",
     "sampling_probs",
+    "SampleWithLogprobs",
     "reference",
     "native_available",
     "cuda_available",

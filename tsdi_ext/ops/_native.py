@@ -241,6 +241,14 @@ if _C is not None:
         valid = logits.new_empty((batch,), dtype=torch.bool)
         return tokens, valid
 
+    @torch.library.register_fake("tsdi_ext::sample_logprobs")
+    def _sample_logprobs_fake(logits, bias, positions, row_tensors, row_floats, row_ints):
+        _check_devices(logits, bias, positions, row_tensors)
+        batch = logits.shape[0]
+        tokens = logits.new_empty((batch,), dtype=torch.int64)
+        valid = logits.new_empty((batch,), dtype=torch.bool)
+        return tokens, valid, logits.new_empty((batch, 2), dtype=torch.float32)
+
     @torch.library.register_fake("tsdi_ext::sampling_probs")
     def _sampling_probs_fake(logits, bias, positions, row_tensors, row_floats, row_ints):
         _check_devices(logits, bias, positions, row_tensors)

@@ -7,6 +7,7 @@ It implements docs/contract.md step by step; each step below is marked with its 
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -201,6 +202,7 @@ class _Row(NamedTuple):
     argmax: torch.Tensor  # [B] int64: the first index of max d (§4)
     kept: torch.Tensor  # [B, V] float32: w where w >= tau, else 0 (§5, §6)
     kept_mass: torch.Tensor  # [B] float64: K (§6)
+    total: torch.Tensor  # [B] float64: S (§5)
 
 
 def _rows(logits, bias, positions, alpha, temperature, top_p, top_k, min_p) -> _Row:
@@ -242,7 +244,7 @@ def _rows(logits, bias, positions, alpha, temperature, top_p, top_k, min_p) -> _
     # §6 min-p: w >= min_p (w = 1 at the maximum, so w is p / p_max)
     tau = torch.maximum(torch.maximum(tau_k, tau_p), min_p)
     kept = torch.where(w >= tau[:, None], w, torch.zeros_like(w))
-    return _Row(valid, greedy, argmax, kept, kept.double().sum(dim=1))
+    return _Row(valid, greedy, argmax, kept, kept.double().sum(dim=1), w.double().sum(dim=1))
 
 
 def sampling_probs(
@@ -282,13 +284,17 @@ def sample(
     min_p=0.0,
     seed=0,
     offset=0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens ``[B]`` int64 and validity ``[B]`` bool (contract §7)."""
+    return_logprobs=False,
+):
+    """Tokens ``[B]`` int64 and validity ``[B]`` bool (contract §7); with ``return_logprobs``
+    also the drawn tokens' log-probabilities, ``[B, 2]`` float32: under the final distribution
+    and under the unfiltered tempered one."""
     batch, vocab = logits.shape
     device = logits.device
     if batch == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, torch.zeros(0, dtype=torch.bool, device=device)
+        out = (empty, torch.zeros(0, dtype=torch.bool, device=device))
+        return (*out, torch.zeros(0, 2, device=device)) if return_logprobs else out
     row = _rows(logits, bias, positions, alpha, temperature, top_p, top_k, min_p)
     # §7: u from (seed, offset); the first kept index whose running kept mass exceeds u * K ...
     u = uniform(
@@ -304,4 +310,11 @@ def sample(
     tokens = torch.where(row.greedy, row.argmax, tokens)
     # §3: invalid rows give token 0
     tokens = torch.where(row.valid, tokens, torch.zeros_like(tokens))
-    return tokens, row.valid
+    if not return_logprobs:
+        return tokens, row.valid
+    # §7: log w_t - log K and log w_t - log S in float64; 0 for greedy rows, NaN for invalid ones
+    log_w = row.kept.gather(1, tokens[:, None]).squeeze(1).double().log()
+    logprobs = torch.stack([log_w - row.kept_mass.log(), log_w - row.total.log()], dim=1).float()
+    logprobs = torch.where(row.greedy[:, None], torch.zeros_like(logprobs), logprobs)
+    logprobs = torch.where(row.valid[:, None], logprobs, torch.full_like(logprobs, math.nan))
+    return tokens, row.valid, logprobs

@@ -12,14 +12,27 @@ implement that contract:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from . import _native, reference
 from .params import row_args
 
-__all__ = ["sample", "sampling_probs", "BACKENDS"]
+__all__ = ["sample", "sampling_probs", "SampleWithLogprobs", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "cpu", "cuda")
+
+
+class SampleWithLogprobs(NamedTuple):
+    """What :func:`sample` returns with ``return_logprobs=True`` (docs/contract.md §7)."""
+
+    tokens: torch.Tensor  # [B] int64
+    valid: torch.Tensor  # [B] bool
+    logprob: torch.Tensor  # [B] float32: log p(token) under the final (filtered) distribution
+    unfiltered_logprob: torch.Tensor  # [B] float32: under the debiased, tempered, unfiltered one
+
+
 _LOGITS_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -144,7 +157,8 @@ def sample(
     offset: int | torch.Tensor = 0,
     backend: str = "auto",
     strict: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_logprobs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor] | SampleWithLogprobs:
     """Debias, scale, filter (top-k, top-p, min-p) and draw one token per row, in one fused step.
 
     What it computes is docs/contract.md (arguments §1, invalid rows §3, the draw §7).
@@ -172,6 +186,10 @@ def sample(
         Implementation to run (see the module docstring).
     strict : bool
         Raise ``ValueError`` naming the invalid rows (synchronises with the device).
+    return_logprobs : bool
+        Also return each drawn token's log-probability under the final distribution and under
+        the debiased, tempered, unfiltered one, from the sums the draw makes anyway (no extra
+        pass): a :class:`SampleWithLogprobs`.
 
     Returns
     -------
@@ -190,16 +208,29 @@ def sample(
         offset=offset,
     )
     positions, args = _prepare(logits, bias, positions, backend, params)
+    logprobs = None
     if backend == "torch":
-        tokens, valid = reference.sample(
-            logits, bias=bias, positions=positions, **args.by_name(True)
+        out = reference.sample(
+            logits,
+            bias=bias,
+            positions=positions,
+            return_logprobs=return_logprobs,
+            **args.by_name(True),
         )
-    else:
-        tokens, valid = torch.ops.tsdi_ext.sample.default(
+    elif return_logprobs:
+        out = torch.ops.tsdi_ext.sample_logprobs.default(
             logits, bias, positions, args.tensors, args.floats, args.ints
         )
+    else:
+        out = torch.ops.tsdi_ext.sample.default(
+            logits, bias, positions, args.tensors, args.floats, args.ints
+        )
+    tokens, valid = out[0], out[1]
     if strict:
         _raise_for_invalid_rows(valid, logits, bias, positions, args.by_name(True))
+    if return_logprobs:
+        logprobs = out[2]
+        return SampleWithLogprobs(tokens, valid, logprobs[:, 0], logprobs[:, 1])
     return tokens, valid
 
 

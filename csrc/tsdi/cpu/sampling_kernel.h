@@ -16,6 +16,7 @@
 // instruction set of each function clone (see sampling_kernels.cpp).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -847,7 +848,9 @@ TSDI_ALWAYS_INLINE float filter_threshold(float* w, int64_t vocab, double total,
         kept = -1.0;
       } else {
         const double target = static_cast<double>(rp.top_p) * total_k;
-        tau = select_threshold(cand, n_k, tau_k_bits, end_bits, 0.0, target, ws, kept);
+        // On a copy again: min-p below may need the top-k list's mass once more.
+        for (int64_t j = 0; j < n_k; ++j) scratch[j] = cand[j];
+        tau = select_threshold(scratch, n_k, tau_k_bits, end_bits, 0.0, target, ws, kept);
         if (tau < tau_k) {  // rounding of S_k against the select's sums: the top-k set
           tau = tau_k;
           kept = total_k;
@@ -922,21 +925,30 @@ TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace
   float row_max = 0.0f;
   int32_t status = rp.status;
   if (status == kRowOk) status = debias_row<In>(p, b, rp, work, row_max);
+  float* logprobs = p.logprobs != nullptr ? p.logprobs + 2 * b : nullptr;
   if (status != kRowOk) {
     p.tokens[b] = 0;
     p.valid[b] = false;
+    if (logprobs != nullptr) logprobs[0] = logprobs[1] = __builtin_nanf("");
     return;
   }
   p.valid[b] = true;
   if (rp.temperature == 0.0f) {
     p.tokens[b] = first_index_of(work, p.vocab, row_max);
+    if (logprobs != nullptr) logprobs[0] = logprobs[1] = 0.0f;
     return;
   }
   const double total = exp_weights(work, p.vocab, row_max, 1.0f / rp.temperature);
   double kept = 0.0;
   const float tau = filter_threshold(work, p.vocab, total, rp, ws, kept);
   const double u = uniform_from_seed_offset(rp.seed, rp.offset);
-  p.tokens[b] = draw_token(work, p.vocab, tau, kept, u);
+  const int64_t token = draw_token(work, p.vocab, tau, kept, u);
+  p.tokens[b] = token;
+  if (logprobs != nullptr) {  // from the sums already made: no pass over the row
+    const double log_w = std::log(static_cast<double>(work[token]));
+    logprobs[0] = static_cast<float>(log_w - std::log(kept));
+    logprobs[1] = static_cast<float>(log_w - std::log(total));
+  }
 }
 
 template <typename In>

@@ -65,10 +65,12 @@ struct alignas(16) Scratch {
   int32_t part_bad;
   int64_t part_index;
   int64_t part_last_kept;
+  float part_last_kept_w;  // its weight (for the log-probabilities)
   double part_sum;
   double part_sum_k;  // mass of the top-k set
   double part_kept;
   int64_t part_token;
+  float part_token_w;  // its weight
 };
 
 // This CTA's shared memory: the dynamic slice and the static Scratch. (Functions rather than
@@ -274,6 +276,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
     } else if (rank == 0 && threadIdx.x == 0) {
       p.tokens[row] = 0;
       p.valid[row] = false;
+      if (p.logprobs != nullptr) p.logprobs[2 * row] = p.logprobs[2 * row + 1] = NAN;
     }
     cluster.sync();  // keep this CTA's shared memory alive while others may still read it
     return;
@@ -300,6 +303,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
     } else if (rank == 0 && threadIdx.x == 0) {
       p.tokens[row] = argmax;
       p.valid[row] = true;
+      if (p.logprobs != nullptr) p.logprobs[2 * row] = p.logprobs[2 * row + 1] = 0.0f;
     }
     cluster.sync();
     return;
@@ -425,14 +429,20 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   // 5. Kept mass per CTA, then the draw (or the probabilities).
   double kept = 0.0;
   int64_t last_kept = -1;
+  float last_kept_w = 0.0f;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
     if (w[i] >= tau) {
       kept += w[i];
-      if (w[i] > 0.0f && begin + i > last_kept) last_kept = begin + i;
+      if (w[i] > 0.0f && begin + i > last_kept) {
+        last_kept = begin + i;
+        last_kept_w = w[i];
+      }
     }
   }
   kept = block_sum(kept, s);
+  const int64_t my_last_kept = last_kept;
   last_kept = block_max_index(last_kept, s);
+  if (my_last_kept == last_kept && last_kept >= 0) s.part_last_kept_w = last_kept_w;  // one thread
   if (threadIdx.x == 0) {
     s.part_kept = kept;
     s.part_last_kept = last_kept;
@@ -440,11 +450,15 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   cluster.sync();
   double kept_before = 0.0, kept_total = 0.0;
   int64_t row_last_kept = 0;
+  float row_last_kept_w = 0.0f;
   for (int r = 0; r < ranks; ++r) {
     const Scratch* other = cluster.map_shared_rank(&s, r);
     if (r < rank) kept_before += other->part_kept;
     kept_total += other->part_kept;
-    row_last_kept = other->part_last_kept > row_last_kept ? other->part_last_kept : row_last_kept;
+    if (other->part_last_kept > row_last_kept) {
+      row_last_kept = other->part_last_kept;
+      row_last_kept_w = other->part_last_kept_w;
+    }
   }
 
   if (kProbs) {
@@ -459,6 +473,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   const double u = uniform_from_seed_offset(rp.seed, rp.offset);
   const double target = u * kept_total;
   int64_t found = INT64_MAX;
+  float found_w = 0.0f;
   if (target < kept_before + s.part_kept) {  // later CTAs search too: rounding gaps fall through to
                                              // the next kept token
     // Each thread owns a contiguous chunk, so thread order is vocabulary order.
@@ -475,23 +490,39 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
           running += w[i];
           if (running > target) {
             found = begin + i;
+            found_w = w[i];
             break;
           }
         }
       }
     }
   }  // (the branch is uniform across the CTA, so the scan's barriers are too)
+  const int64_t my_found = found;
   found = block_min_index(found, s);
   if (threadIdx.x == 0) s.part_token = found;
+  if (my_found == found && found != INT64_MAX) s.part_token_w = found_w;  // one thread
   cluster.sync();
   if (rank == 0 && threadIdx.x == 0) {
     int64_t token = INT64_MAX;
+    float token_w = 0.0f;
     for (int r = 0; r < ranks; ++r) {
-      const int64_t c = cluster.map_shared_rank(&s, r)->part_token;
-      token = c < token ? c : token;
+      const Scratch* other = cluster.map_shared_rank(&s, r);
+      if (other->part_token < token) {
+        token = other->part_token;
+        token_w = other->part_token_w;
+      }
     }
-    p.tokens[row] = token == INT64_MAX ? row_last_kept : token;  // rounding: the last kept token
+    if (token == INT64_MAX) {  // rounding: the last kept token
+      token = row_last_kept;
+      token_w = row_last_kept_w;
+    }
+    p.tokens[row] = token;
     p.valid[row] = true;
+    if (p.logprobs != nullptr) {  // from the sums already made: no pass over the row
+      const double log_w = log(static_cast<double>(token_w));
+      p.logprobs[2 * row] = static_cast<float>(log_w - log(kept_total));
+      p.logprobs[2 * row + 1] = static_cast<float>(log_w - log(total));
+    }
   }
   cluster.sync();
 #endif
