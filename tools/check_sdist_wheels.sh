@@ -14,7 +14,7 @@
 #      machines run);
 #   4. that wheel installed, not editable, into a fresh Python 3.12 virtual environment: `python -m
 #      tsdi_ext.info` must report the cuda backend and a build that matches torch;
-#   5. the whole Python suite against it (the CUDA tests skip: no GPU here).
+#   5. the Python suite against it, but for the slow tests (the CUDA tests skip: no GPU here).
 # So CI covers both corners of the support matrix: Python 3.11 + torch 2.13 (make test) and
 # Python 3.12 + torch 2.11 (here). The cp312 cu130 wheel stays in $CUDA_WHEEL_VENV/dist for
 # tools/gpu_session.sh.
@@ -72,5 +72,6 @@ wheel="$(ls "$VENV"/dist/tsdi_ext-*+cu*.whl)"
 info="$(cd "$work" && "$PY" -P -m tsdi_ext.info)"
 echo "$info"
 require_in_report "$info" "backends .*cuda (CUDA" "build_matches_torch *yes"
-HF_HUB_OFFLINE=1 "$PY" -P -m pytest python_tests -q -p no:cacheprovider
+# Not the slow tests: they exercise no more of the wheel, and make test has just run them.
+HF_HUB_OFFLINE=1 "$PY" -P -m pytest python_tests -q -p no:cacheprovider -m "not slow"
 say "ok: $(basename "$wheel")"
