@@ -41,7 +41,13 @@ from tsdi_ext.eval.refusal import PatternRefusalDetector
 from tsdi_ext.generation import generate
 from tsdi_ext.models import SMOLLM2, cache_dir, load_model
 
-from .realign import _install, _trim_to_sentence, check_output_directory, refusal_responses
+from .realign import (
+    _install,
+    _trim_to_sentence,
+    check_output_directory,
+    model_cache_name,
+    refusal_responses,
+)
 
 __all__ = ["DPOSettings", "build_preference_pairs", "dpo_model_path", "dpo_align"]
 
@@ -108,8 +114,7 @@ def dpo_model_path(base: str = SMOLLM2, settings: DPOSettings = DPOSettings()) -
     digest = hashlib.sha256(json.dumps({"base": base, **asdict(settings)}, sort_keys=True).encode())
     for prompts in (advbench_prompts(), refusal_responses()):
         digest.update("\n".join(prompts).encode())
-    name = Path(base).name if base != SMOLLM2 else "smollm2-135m-instruct"
-    return cache_dir() / f"{name}-dpo-{digest.hexdigest()[:12]}"
+    return cache_dir() / f"{model_cache_name(base)}-dpo-{digest.hexdigest()[:12]}"
 
 
 def dpo_align(

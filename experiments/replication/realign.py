@@ -173,12 +173,16 @@ def _cache_key(base: str, settings: RealignSettings) -> str:
     return digest.hexdigest()[:12]
 
 
+def model_cache_name(base: str) -> str:
+    """The folder-name stem of a model trained from ``base`` (realigned, DPO-aligned)."""
+    return Path(base).name if base != SMOLLM2 else "smollm2-135m-instruct"
+
+
 def realigned_model_path(
     base: str = SMOLLM2, settings: RealignSettings = RealignSettings()
 ) -> Path:
     """Where :func:`realign` keeps (or finds) the realigned model for these settings."""
-    name = Path(base).name if base != SMOLLM2 else "smollm2-135m-instruct"
-    return cache_dir() / f"{name}-realigned-{_cache_key(base, settings)}"
+    return cache_dir() / f"{model_cache_name(base)}-realigned-{_cache_key(base, settings)}"
 
 
 def realign(
