@@ -900,14 +900,46 @@ TSDI_ALWAYS_INLINE int64_t draw_token(const float* w, int64_t vocab, float tau, 
   return 0;
 }
 
-TSDI_ALWAYS_INLINE int64_t first_index_of(const float* values, int64_t n, float target) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (values[i] == target) return i;
+// Greedy rows (contract §4): pass 1 without its stores, in one read of the logits (and bias row):
+// the status and the first index of max d. The maximum is reduced per block of kBlock values
+// (vectorised, as in pass 1), remembering the first block that raised it; only that block is
+// scanned again for the index. (A scan for the first index of the maximum after pass 1 would read
+// the row a second time, all of it when the maximum is last; per-lane indices in the vector loop
+// cost twice the maximum alone.)
+template <typename In, bool kHasBias>
+TSDI_ALWAYS_INLINE int32_t first_argmax(const In* __restrict__ logits,
+                                        const float* __restrict__ bias, float alpha, int64_t vocab,
+                                        int64_t& argmax) {
+  float row_max = -kInf;
+  int64_t best_block = 0;
+  int32_t bad = 0;
+  auto debiased = [&](int64_t i) {
+    float v = load_as_float(logits[i]);
+    if (kHasBias) v = v - alpha * bias[i];
+    return v;
+  };
+  for (int64_t start = 0; start < vocab; start += kBlock) {
+    const int64_t stop = start + kBlock < vocab ? start + kBlock : vocab;
+    float block_max = -kInf;
+#pragma omp simd reduction(max : block_max) reduction(| : bad)
+    for (int64_t i = start; i < stop; ++i) {
+      const float v = debiased(i);
+      block_max = v > block_max ? v : block_max;
+      bad |= !(v < kInf);  // NaN or +inf
+    }
+    if (block_max > row_max) {
+      row_max = block_max;
+      best_block = start;
+    }
   }
-  return 0;
+  if (bad) return kRowNonFinite;
+  if (row_max == -kInf) return kRowAllMasked;
+  argmax = best_block;
+  while (debiased(argmax) != row_max) ++argmax;  // the block holds it: no bound needed
+  return kRowOk;
 }
 
-// Passes 1 and 2 for one row; returns the status. `work` receives w (or d for greedy rows).
+// Pass 1 for one sampled row; returns the status. `work` receives d.
 template <typename In>
 TSDI_ALWAYS_INLINE int32_t debias_row(const SamplingParams& p, int64_t b, const RowParams& rp,
                                       float* work, float& row_max) {
@@ -918,13 +950,28 @@ TSDI_ALWAYS_INLINE int32_t debias_row(const SamplingParams& p, int64_t b, const 
   return load_debiased<In, false>(logits, nullptr, 0.0f, p.vocab, work, row_max);
 }
 
+// The status and first argmax of a greedy row (first_argmax over its logits and bias row).
+template <typename In>
+TSDI_ALWAYS_INLINE int32_t greedy_row(const SamplingParams& p, int64_t b, const RowParams& rp,
+                                      int64_t& argmax) {
+  const In* logits = static_cast<const In*>(p.logits) + b * p.logits_row_stride;
+  if (rp.bias != nullptr) {
+    return first_argmax<In, true>(logits, rp.bias, rp.alpha, p.vocab, argmax);
+  }
+  return first_argmax<In, false>(logits, nullptr, 0.0f, p.vocab, argmax);
+}
+
 template <typename In>
 TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace& ws) {
   const RowParams rp = resolve_row(p, b);
   float* work = ws.values.data();
   float row_max = 0.0f;
+  const bool greedy = rp.temperature == 0.0f;
+  int64_t argmax = 0;
   int32_t status = rp.status;
-  if (status == kRowOk) status = debias_row<In>(p, b, rp, work, row_max);
+  if (status == kRowOk) {
+    status = greedy ? greedy_row<In>(p, b, rp, argmax) : debias_row<In>(p, b, rp, work, row_max);
+  }
   float* logprobs = p.logprobs != nullptr ? p.logprobs + 2 * b : nullptr;
   if (status != kRowOk) {
     p.tokens[b] = 0;
@@ -933,8 +980,8 @@ TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace
     return;
   }
   p.valid[b] = true;
-  if (rp.temperature == 0.0f) {
-    p.tokens[b] = first_index_of(work, p.vocab, row_max);
+  if (greedy) {
+    p.tokens[b] = argmax;
     if (logprobs != nullptr) logprobs[0] = logprobs[1] = 0.0f;
     return;
   }
@@ -956,14 +1003,17 @@ TSDI_ALWAYS_INLINE void probs_row(const SamplingParams& p, int64_t b, Workspace&
   const RowParams rp = resolve_row(p, b);
   float* out = p.probs + b * p.vocab;
   float row_max = 0.0f;
+  const bool greedy = rp.temperature == 0.0f;
+  int64_t argmax = 0;
   int32_t status = rp.status;
-  if (status == kRowOk) status = debias_row<In>(p, b, rp, out, row_max);
+  if (status == kRowOk) {
+    status = greedy ? greedy_row<In>(p, b, rp, argmax) : debias_row<In>(p, b, rp, out, row_max);
+  }
   if (status != kRowOk) {
     for (int64_t i = 0; i < p.vocab; ++i) out[i] = 0.0f;
     return;
   }
-  if (rp.temperature == 0.0f) {
-    const int64_t argmax = first_index_of(out, p.vocab, row_max);
+  if (greedy) {
     for (int64_t i = 0; i < p.vocab; ++i) out[i] = 0.0f;
     out[argmax] = 1.0f;
     return;
