@@ -16,6 +16,7 @@
 // instruction set of each function clone (see sampling_kernels.cpp).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -621,12 +622,43 @@ TSDI_ALWAYS_INLINE StridedSample draw_strided_sample(const float* w, int64_t voc
   return s;
 }
 
-// A bracket for the threshold from the sample: the sample's mass histogram by the top 10 bits of
-// the float (8 buckets per octave), the bucket where the sample's cumulative mass crosses top_p,
-// widened by kSampleMargin buckets on each side. Returns false when the row's mass is too
-// concentrated for the sample to represent it (the sample's scaled total off by more than a
-// third, or too few sampled values carrying its mass), i.e. on peaked rows. The bracket is only a
-// guess: the caller checks it exactly.
+// A guess of the bracket [lo_bits, hi_bits) that holds the threshold, from the sampled values
+// below `limit_bits`: their mass histogram by the top 10 bits of the float (8 buckets per octave,
+// from the floor's up to the limit), the bucket where their cumulative mass from the top reaches
+// `sample_target`, widened by kSampleMargin buckets on each side. Sampled values below the floor
+// are discarded (tau >= floor anyway). Only a guess: the caller checks it exactly.
+TSDI_ALWAYS_INLINE bool sampled_bracket_below(const StridedSample& sample, double sample_target,
+                                              float floor, uint32_t limit_bits, Workspace& ws,
+                                              uint32_t& lo_bits, uint32_t& hi_bits) {
+  constexpr uint32_t kOctave8 = 1u << 20;
+  const uint32_t base = float_to_bits(floor) & ~(kOctave8 - 1u);
+  if (limit_bits <= base) return false;
+  const int buckets = static_cast<int>((limit_bits - 1u - base) >> 20) + 1;
+  bracket_histogram(sample.values, kSample, base, 20, buckets, ws.hist_mass);
+  // The last bucket may reach past the limit: values at or above it are not part of this sample.
+  double past_limit = 0.0;
+  for (int64_t j = 0; j < kSample; ++j) {
+    const uint32_t bits = float_to_bits(sample.values[j]);
+    if (bits >= limit_bits && bits < base + (static_cast<uint32_t>(buckets) << 20)) {
+      past_limit += sample.values[j];
+    }
+  }
+  ws.hist_mass[buckets - 1] -= past_limit;
+  double above = 0.0;
+  const int bucket = crossing_bucket(ws.hist_mass, buckets, sample_target, above);
+  if (bucket < 0) return false;
+  const uint32_t lo =
+      base + (static_cast<uint32_t>(bucket > kSampleMargin ? bucket - kSampleMargin : 0) << 20);
+  const uint32_t hi = base + (static_cast<uint32_t>(bucket + kSampleMargin + 1) << 20);
+  lo_bits = lo > float_to_bits(floor) ? lo : float_to_bits(floor);
+  hi_bits = hi < limit_bits ? hi : limit_bits;
+  return lo_bits < hi_bits;
+}
+
+// A bracket for the threshold from the sample (sampled_bracket_below up to 1, for top_p of the
+// sample's mass). Returns false when the row's mass is too concentrated for the sample to
+// represent it (the sample's scaled total off by more than a third, or too few sampled values
+// carrying its mass), i.e. on peaked rows.
 TSDI_ALWAYS_INLINE bool sampled_bracket(const StridedSample& sample, int64_t vocab, double total,
                                         float top_p, float floor, Workspace& ws, uint32_t& lo_bits,
                                         uint32_t& hi_bits) {
@@ -636,23 +668,19 @@ TSDI_ALWAYS_INLINE bool sampled_bracket(const StridedSample& sample, int64_t voc
   // worthless. (Lenient on purpose: a wrong guess costs one collection pass, a right one saves a
   // pivot pass and most of a second round.)
   if (sample.total * sample.total < TSDI_SAMPLE_ESS * sample.squares) return false;
-  // Buckets of the top bits (8 per octave) from the floor's up to 1's: sampled values below the
-  // floor are discarded (tau >= floor anyway).
-  constexpr uint32_t kOctave8 = 1u << 20;
-  const uint32_t one_bits = float_to_bits(1.0f);
-  const uint32_t base = float_to_bits(floor) & ~(kOctave8 - 1u);
-  const int buckets = static_cast<int>((one_bits - base) >> 20) + 1;
-  bracket_histogram(sample.values, kSample, base, 20, buckets, ws.hist_mass);
-  double above = 0.0;
-  const int bucket =
-      crossing_bucket(ws.hist_mass, buckets, static_cast<double>(top_p) * sample.total, above);
-  if (bucket < 0) return false;
-  const uint32_t lo =
-      base + (static_cast<uint32_t>(bucket > kSampleMargin ? bucket - kSampleMargin : 0) << 20);
-  const uint32_t hi = base + (static_cast<uint32_t>(bucket + kSampleMargin + 1) << 20);
-  lo_bits = lo > float_to_bits(floor) ? lo : float_to_bits(floor);
-  hi_bits = hi < one_bits + 1u ? hi : one_bits + 1u;
-  return lo_bits < hi_bits;
+  return sampled_bracket_below(sample, static_cast<double>(top_p) * sample.total, floor,
+                               float_to_bits(1.0f) + 1u, ws, lo_bits, hi_bits);
+}
+
+// The head of a row for the threshold search: the weights >= the sample's rank-th largest value,
+// about vocab * rank / kSample of them.
+constexpr int64_t kHeadRank = kSample / 16;
+TSDI_ALWAYS_INLINE float sampled_head_level(const StridedSample& sample, int64_t rank,
+                                            Workspace& ws) {
+  float* copy = ws.candidates.data();  // free until the first collection pass
+  for (int64_t j = 0; j < kSample; ++j) copy[j] = sample.values[j];
+  std::nth_element(copy, copy + (rank - 1), copy + kSample, [](float a, float b) { return a > b; });
+  return copy[rank - 1];
 }
 
 // One collection pass for the bracket [lo_bits, hi_bits): the values of `values` inside it go to
@@ -742,8 +770,48 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
   if (vocab >= kSampleMinVocab) {
     const StridedSample sample = draw_strided_sample(w, vocab, floor, ws);
     uint32_t sample_lo = 0, sample_hi = 0;
+    // The head route: one pass collects the head, the weights >= the sample's head_rank-th
+    // largest (about head_rank / kSample of the row), with its exact mass. If the head holds
+    // top_p of the mass, the threshold lies in it and the rounds continue on that list.
+    // Otherwise every head weight is kept, and the weights below the head are bounded by it, so
+    // the sample represents their mass well: it brackets the threshold there, checked exactly by
+    // a second pass. Returns false when neither holds (the bracket then ends below the head).
+    auto head_route = [&](int64_t head_rank) {
+      const float head = sampled_head_level(sample, head_rank, ws);
+      const uint32_t head_bits =
+          float_to_bits(head) > floor_bits ? float_to_bits(head) : floor_bits;
+      const Collected c = collect_and_weigh(w, vocab, head_bits, end_bits, 0.0, buffers[0]);
+      if (c.holds(target)) {
+        lo_bits = head_bits;
+        source = buffers[0];
+        n = c.count;
+        return true;
+      }
+      hi_bits = head_bits;  // tau < head
+      const double head_mass = c.above + c.inside;
+      double sample_head = 0.0;
+      for (int64_t j = 0; j < kSample; ++j) {
+        sample_head += float_to_bits(sample.values[j]) >= head_bits ? sample.values[j] : 0.0f;
+      }
+      const double sample_rest = sample.total - sample_head;
+      const double rest = total - head_mass;
+      if (!(rest > 0.0 && sample_rest > 0.0 &&
+            sampled_bracket_below(sample, (target - head_mass) / rest * sample_rest, floor,
+                                  head_bits, ws, sample_lo, sample_hi))) {
+        return false;
+      }
+      const Collected b = collect_and_weigh(w, vocab, sample_lo, sample_hi, 0.0, buffers[0]);
+      if (!b.holds(target)) return false;
+      lo_bits = sample_lo;
+      hi_bits = sample_hi;
+      above = b.above;
+      source = buffers[0];
+      n = b.count;
+      return true;
+    };
     if (sample.at_least_floor * TSDI_COLLECT_ALL_SHARE <= kSample) {
-      // Few weights reach the floor (peaked rows): collect them all and select among them.
+      // Few weights reach the floor (peaked rows): collect them all and select among them (a
+      // smaller head, the sample's 16th largest and up, measured no faster).
       const Collected c = collect_above_floor();
       if (c.holds(target)) {
         return select_threshold(buffers[0], c.count, floor_bits, end_bits, 0.0, target, ws, kept);
@@ -761,6 +829,10 @@ TSDI_ALWAYS_INLINE float top_p_threshold(const float* w, int64_t vocab, double t
         n = c.count;
         first_round = 1;
       }
+    } else if (sample.at_least_floor > 0) {
+      // Neither peaked nor flat (e.g. N(0, 2^2) logits): a few sampled weights carry most of the
+      // sample's mass, so it cannot place the threshold, but it estimates counts well.
+      if (head_route(kHeadRank)) first_round = 1;
     }
   }
   // Otherwise, a probe at the middle of the bracket (in bit patterns: the geometric middle): on
