@@ -479,7 +479,8 @@ def plot(rows, path):
         ("filters", "fused / top-p-only fused step", [(1.15, "goal 1.15x at V=128k, B=8")]),
     ]
     groups = [g for g in groups if any(r["group"] == g[0] for r in rows)]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(14, 4 * len(groups)), squeeze=False)
+    width = max(14, 0.12 * max(sum(r["group"] == g[0] for r in rows) for g in groups))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(width, 4 * len(groups)), squeeze=False)
     for ax, (group, ylabel, lines) in zip(axes[:, 0], groups, strict=True):
         picked = [r for r in rows if r["group"] == group]
         key = "over_top_p_only" if group == "filters" else "fused_over_base"
