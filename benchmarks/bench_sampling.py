@@ -195,9 +195,9 @@ def reference(logits, bias, **filters):
     )
 
 
-def hf_path(logits, bias, generator=None, top_p=1.0, top_k=0, min_p=0.0):
-    """transformers' warper chain in its order (temperature, top-k, top-p, min-p), then softmax
-    and multinomial, after the bias subtraction the fused op does."""
+def hf_scores(logits, bias, top_p=1.0, top_k=0, min_p=0.0):
+    """transformers' warper chain in its order (temperature, top-k, top-p, min-p), after the bias
+    subtraction the fused op does: the filtered scores (-inf where masked)."""
     scores = logits.float() - ALPHA * bias
     input_ids = torch.zeros(logits.shape[0], 1, dtype=torch.long)
     scores = TemperatureLogitsWarper(TEMPERATURE)(input_ids, scores)
@@ -207,16 +207,22 @@ def hf_path(logits, bias, generator=None, top_p=1.0, top_k=0, min_p=0.0):
         scores = TopPLogitsWarper(top_p)(input_ids, scores)
     if min_p:
         scores = MinPLogitsWarper(min_p)(input_ids, scores)
+    return scores
+
+
+def hf_path(logits, bias, generator=None, **filters):
+    """The transformers path: hf_scores, then softmax and multinomial."""
+    scores = hf_scores(logits, bias, **filters)
     return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
 
 
-def vllm_style(logits, bias, generator=None, top_p=1.0, top_k=0, min_p=0.0):
-    """The same work the way vLLM's native PyTorch sampler does it (its order: temperature, min-p,
+def vllm_scores(logits, bias, top_p=1.0, top_k=0, min_p=0.0):
+    """The filtering the way vLLM's native PyTorch sampler does it (its order: temperature, min-p,
     then top-k and top-p): min-p on the softmax; for top-p one ascending sort of the row, the
     top-k cut at the k-th largest sorted value, the top-p cut on the cumulative softmax of the
-    sorted row, the masked row scattered back; top-k alone by torch.topk, without a sort; then a
-    draw by exponential noise, argmax(p / q) with q ~ Exp(1), which needs no normalised cumulative
-    sum. Per-row parameters here are scalars (vLLM's are [B] tensors: the same work)."""
+    sorted row, the masked row scattered back; top-k alone by torch.topk, without a sort. Returns
+    the filtered scores (-inf where masked). Per-row parameters here are scalars (vLLM's are [B]
+    tensors: the same work)."""
     x = logits.float() - ALPHA * bias
     x.div_(TEMPERATURE)
     if min_p:
@@ -235,7 +241,13 @@ def vllm_style(logits, bias, generator=None, top_p=1.0, top_k=0, min_p=0.0):
     elif top_k:
         kth = x.topk(top_k, dim=-1).values[:, -1:]
         x.masked_fill_(x < kth, float("-inf"))
-    probs = x.softmax(dim=-1)
+    return x
+
+
+def vllm_style(logits, bias, generator=None, **filters):
+    """The vLLM-style path: vllm_scores, then a draw by exponential noise, argmax(p / q) with
+    q ~ Exp(1), which needs no normalised cumulative sum."""
+    probs = vllm_scores(logits, bias, **filters).softmax(dim=-1)
     noise = torch.empty_like(probs).exponential_(generator=generator)
     return probs.div_(noise).argmax(dim=-1)
 
