@@ -34,8 +34,9 @@ filters/top-p-only), not the best, against the goals of docs/benchmarks.md.
 
 Options for a subset: --only dists|greedy|filters (any of them), --sigma, --batch, --vocab,
 --dtype, --real (models, or none), --quick (a smoke run: a few shapes, a short budget);
---compile also times torch.compile of the transformers and vLLM-style peers at the filter rows
-(the C++ compiler makes that minutes). A full run (make bench) writes
+--compile also times torch.compile (dynamic shapes, one compilation per filter set) of the
+transformers and vLLM-style peers at the filter rows (not in the default run: compiling with the
+C++ compiler adds about a minute on 2 cores). A full run (make bench) writes
 benchmarks/results/cpu_sampling.{json,txt,png}; a subset run writes only where --out says.
 """
 
