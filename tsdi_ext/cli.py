@@ -128,6 +128,8 @@ def _side_by_side(model, tokenizer, prompts, table, args) -> None:
     settings = dict(
         temperature=args.temperature,
         top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
         max_new_tokens=args.max_new_tokens,
         return_logprobs=logprobs,
     )
@@ -382,7 +384,7 @@ def non_negative_float(text: str) -> float:
 
 
 def probability(text: str) -> float:
-    """A number in [0, 1] (--top-p)."""
+    """A number in [0, 1] (--top-p, --min-p)."""
     value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 1]")
@@ -496,6 +498,12 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
         "--temperature", type=non_negative_float, default=0.0, help="0: greedy decoding"
     )
     parser.add_argument("--top-p", type=probability, default=1.0, help="nucleus mass")
+    parser.add_argument(
+        "--top-k", type=non_negative_int, default=0, help="keep the k most likely tokens (0: off)"
+    )
+    parser.add_argument(
+        "--min-p", type=probability, default=0.0, help="keep p >= min_p * max p (0: off)"
+    )
     parser.add_argument(
         "--max-new-tokens", type=non_negative_int, default=48, help="tokens per answer"
     )

@@ -151,6 +151,8 @@ def decode(
     alpha: float = 1.0,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
     max_new_tokens: int = 64,
     seed: int | Sequence[int] | torch.Tensor = 0,
     eos_token_ids: Sequence[int] = (),
@@ -172,8 +174,9 @@ def decode(
     bias : BiasTable, str or torch.Tensor, optional
         ``[L, V]`` TSDI bias (or a bias file's path); response position t < L is debiased by
         ``alpha * bias[t]``.
-    alpha, temperature, top_p
-        As in :func:`tsdi_ext.sample`. ``temperature=0`` is greedy decoding.
+    alpha, temperature, top_p, top_k, min_p
+        As in :func:`tsdi_ext.sample` (scalars or ``[B]`` tensors). ``temperature=0`` is greedy
+        decoding; ``top_k=0`` and ``min_p=0`` are off.
     max_new_tokens : int
         At most this many tokens per row (>= 0).
     seed : int, list of int or torch.Tensor
@@ -200,6 +203,7 @@ def decode(
     alpha = _check_float("alpha", alpha)
     temperature = _check_float("temperature", temperature)
     top_p = _check_float("top_p", top_p)
+    min_p = _check_float("min_p", min_p)
     seeds = row_seeds(seed, batch, device)
     bias = as_bias(bias, vocab_size=_model_vocab_size(model))
     if input_ids.shape[1] == 0:
@@ -234,6 +238,8 @@ def decode(
             alpha=alpha,
             temperature=temperature,
             top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
             seed=seeds,
             offset=step,
             backend=backend,
@@ -367,6 +373,8 @@ def generate(
     alpha: float = 1.0,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
     max_new_tokens: int = 64,
     seed: int | Sequence[int] | torch.Tensor = 0,
     chat_template: bool = True,
@@ -383,7 +391,7 @@ def generate(
     prompts : str or sequence of str
         User messages (wrapped in the chat template unless ``chat_template=False``); a str is one
         prompt.
-    bias, alpha, temperature, top_p, max_new_tokens, seed, backend, return_logprobs
+    bias, alpha, temperature, top_p, top_k, min_p, max_new_tokens, seed, backend, return_logprobs
         See :func:`decode` (``seed``: an int, or one per prompt). A bias path is loaded and
         checked against the tokenizer.
     stream : callable, optional
@@ -429,6 +437,8 @@ def generate(
         alpha=alpha,
         temperature=temperature,
         top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
         max_new_tokens=max_new_tokens,
         seed=seeds,
         eos_token_ids=eos,

@@ -48,10 +48,16 @@ def test_loop_logprobs_are_the_fused_steps(model, tokenizer):
     bias = torch.randn(3, vocab, generator=g)
     temperature = torch.tensor([0.9, 0.0, 1.3, 0.7])  # row 1 greedy
     top_p = torch.tensor([0.8, 1.0, 0.6, 0.95])
+    # The tiny model's distributions are flat: min_p binds on rows 0 and 3, top_k on row 2.
+    top_k = torch.tensor([0, 3, 10, 0])
+    min_p = torch.tensor([0.8, 0.0, 0.0, 0.85])
+    filters = dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p)
     ids, mask = prepare_prompts(tokenizer, PROMPTS)
-    settings = dict(bias=bias, alpha=0.6, temperature=temperature, top_p=top_p, seed=11)
+    settings = dict(bias=bias, alpha=0.6, seed=11, **filters)
     free = decode(model, ids, mask, max_new_tokens=6, logits_hook=recording_hook([]), **settings)
-    stop = int(free.tokens[0, 1])  # row 0 stops at its second token (at the latest)
+    # A stop token that row 0 draws within two steps and row 3 not before the step its logits
+    # turn NaN (4): row 0 pads from step 2 at the latest, row 3 is invalid at step 4.
+    stop = next(t for t in free.tokens[0, :2].tolist() if t not in free.tokens[3, :5].tolist())
     captured = []
     result = decode(
         model,
@@ -71,9 +77,7 @@ def test_loop_logprobs_are_the_fused_steps(model, tokenizer):
     assert lengths[0] <= 2 and lengths[3] == 5 and result.invalid.tolist() == [0, 0, 0, 1]
     for step, logits in enumerate(captured):
         positions = torch.full((4,), step, dtype=torch.int64)
-        params = dict(
-            bias=bias, positions=positions, alpha=0.6, temperature=temperature, top_p=top_p
-        )
+        params = dict(bias=bias, positions=positions, alpha=0.6, **filters)
         want = tsdi_ext.sample(
             logits, seed=row_seeds(11), offset=step, return_logprobs=True, backend="torch", **params
         )
@@ -99,7 +103,7 @@ def test_loop_logprobs_are_the_fused_steps(model, tokenizer):
             assert got[0] == pytest.approx(final, abs=1e-5, rel=1e-5)
             assert got[1] == pytest.approx(unfiltered, abs=1e-5, rel=1e-5)
             assert got[1] <= got[0] <= 0.0
-    # top-p < 1 filtered something on the sampled rows: the two differ somewhere
+    # the filters removed mass on a sampled row: the two log-probabilities differ there
     assert (result.logprobs[2, : lengths[2]] > result.unfiltered_logprobs[2, : lengths[2]]).any()
 
 
@@ -138,16 +142,22 @@ def parse_logprob_blocks(text):
     return blocks
 
 
-@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
-def test_cli_generate_prints_logprobs(tmp_path, capsys, model, tokenizer, stream):
+# Each mode with one filter that binds on the tiny model's flat distributions.
+@pytest.mark.parametrize(
+    "stream,filters", [("--stream", dict(top_k=4)), ("--no-stream", dict(min_p=0.85))]
+)
+def test_cli_generate_prints_logprobs(tmp_path, capsys, model, tokenizer, stream, filters):
     model_dir = tmp_path / "tiny"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     from tsdi_ext.cli import main
 
     prompts = PROMPTS[:2]
-    argv = ["generate", "--model", str(model_dir), "--temperature", "0.8", "--top-p", "0.7"]
-    argv += ["--max-new-tokens", "4", "--seed", "3", stream, "--logprobs"]
+    argv = ["generate", "--model", str(model_dir), "--temperature", "0.8", "--top-p", "0.9"]
+    for name, value in filters.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    argv += ["--max-new-tokens", "4", "--seed", "3"]
+    argv += [stream, "--logprobs"]
     for prompt in prompts:
         argv += ["--prompt", prompt]
     assert main(argv) == 0
@@ -159,10 +169,11 @@ def test_cli_generate_prints_logprobs(tmp_path, capsys, model, tokenizer, stream
             tokenizer,
             [prompt],
             temperature=0.8,
-            top_p=0.7,
+            top_p=0.9,
             max_new_tokens=4,
             seed=[3 + i],
             return_logprobs=True,
+            **filters,
         )
         n = int(want.lengths[0])
         assert [r[2] for r in block] == want.tokens[0, :n].tolist()
