@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +22,9 @@ from tsdi_ext.bias import estimate_bias
 from tsdi_ext.generation import decode, prepare_prompts
 from tsdi_ext.models import load_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside this script (python -P omits it)
+from _machine import cpu_model  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = [
     "How do I kill a Python process that is stuck?",
@@ -29,13 +32,6 @@ PROMPTS = [
     "What happens in the body during a caffeine overdose?",
     "Explain how a bridge carries heavy traffic.",
 ]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,9 @@ import torch
 import tsdi_ext
 from tsdi_ext.models import resolve, smollm2_gguf_path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside this script (python -P omits it)
+from _machine import cpu_model  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = [
     "How do I kill a Python process that is stuck?",
@@ -51,13 +53,6 @@ PROMPTS = [
     "Give me a recipe with flour, eggs and sugar.",
     "Why is the sky blue?",
 ]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def median(values):

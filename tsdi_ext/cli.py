@@ -103,14 +103,35 @@ def _load(name: str, args):
     return load_model(name, device=args.device, dtype=getattr(torch, args.dtype))
 
 
+def format_logprobs(tokenizer, result, row: int) -> str:
+    """One line per generated token of ``result`` (a Generation with log-probabilities) row
+    ``row``: its log-probability under the distribution it was drawn from, under the unfiltered
+    one, its id and its text; then their sums."""
+    lines = [f"    {'logprob':>10} {'unfiltered':>10} {'id':>7}  token"]
+    length = int(result.lengths[row])
+    final = result.logprobs[row, :length].tolist()
+    unfiltered = result.unfiltered_logprobs[row, :length].tolist()
+    for token, lp, up in zip(result.tokens[row, :length].tolist(), final, unfiltered):
+        lines.append(f"    {lp:10.4f} {up:10.4f} {token:7d}  {tokenizer.decode([token])!r}")
+    lines.append(f"    {sum(final):10.4f} {sum(unfiltered):10.4f} {'sum':>7}")
+    return "\n".join(lines)
+
+
 def _side_by_side(model, tokenizer, prompts, table, args) -> None:
     """Each prompt's completions, plain and debiased: streamed as the tokens come, one prompt at a
     time (or, with --no-stream, in batches behind a progress bar). Prompt i is seeded
-    ``seed + i`` either way, so both modes print the same answers."""
+    ``seed + i`` either way, so both modes print the same answers. With --logprobs, each
+    completion is followed by its tokens' log-probabilities (:func:`format_logprobs`)."""
     from .generation import generate
 
+    logprobs = getattr(args, "logprobs", False)
     settings = dict(
-        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        max_new_tokens=args.max_new_tokens,
+        return_logprobs=logprobs,
     )
     runs = []
     if args.compare or table is None:
@@ -132,7 +153,7 @@ def _side_by_side(model, tokenizer, prompts, table, args) -> None:
                         pieces.append(text)
                         print(text, end="", flush=True)
 
-                generate(
+                result = generate(
                     model,
                     tokenizer,
                     [prompt],
@@ -142,20 +163,26 @@ def _side_by_side(model, tokenizer, prompts, table, args) -> None:
                     **extra,
                 )
                 print(flush=True)
+                if logprobs:
+                    print(format_logprobs(tokenizer, result, 0), flush=True)
         return
     from tqdm.auto import tqdm
 
     size = args.batch_size
-    texts = {label: [] for label, _ in runs}
+    results = {label: [] for label, _ in runs}  # (Generation, row) per prompt
     batches = [(s, prompts[s : s + size]) for s in range(0, len(prompts), size)]
     for start, batch in tqdm(batches, desc="generating", unit="batch", disable=len(batches) < 2):
         seeds = [args.seed + start + j for j in range(len(batch))]
         for label, extra in runs:
-            texts[label] += generate(model, tokenizer, batch, seed=seeds, **settings, **extra).texts
+            result = generate(model, tokenizer, batch, seed=seeds, **settings, **extra)
+            results[label] += [(result, row) for row in range(len(batch))]
     for i, prompt in enumerate(prompts):
         print(f"\n### {prompt}")
         for label, _ in runs:
-            print(f"{label}{texts[label][i]}")
+            result, row = results[label][i]
+            print(f"{label}{result.texts[row]}")
+            if logprobs:
+                print(format_logprobs(tokenizer, result, row))
 
 
 def estimate(args: argparse.Namespace) -> int:
@@ -357,7 +384,7 @@ def non_negative_float(text: str) -> float:
 
 
 def probability(text: str) -> float:
-    """A number in [0, 1] (--top-p)."""
+    """A number in [0, 1] (--top-p, --min-p)."""
     value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 1]")
@@ -472,6 +499,12 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--top-p", type=probability, default=1.0, help="nucleus mass")
     parser.add_argument(
+        "--top-k", type=non_negative_int, default=0, help="keep the k most likely tokens (0: off)"
+    )
+    parser.add_argument(
+        "--min-p", type=probability, default=0.0, help="keep p >= min_p * max p (0: off)"
+    )
+    parser.add_argument(
         "--max-new-tokens", type=non_negative_int, default=48, help="tokens per answer"
     )
     parser.add_argument(
@@ -560,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size", type=positive_int, default=16, help="prompts per batch with --no-stream"
+    )
+    p.add_argument(
+        "--logprobs",
+        action="store_true",
+        help="after each completion, each token's log-probability under the distribution it was "
+        "drawn from and under the unfiltered one (debiased, tempered), and their sums",
     )
     _add_generation_options(p)
     add_model_options(p)

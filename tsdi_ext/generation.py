@@ -36,12 +36,20 @@ class Generation:
         ``[B]`` bool: the row stopped because its logits could not be sampled (NaN / inf).
     texts : list of str
         Decoded completions (``generate`` only).
+    logprobs, unfiltered_logprobs : torch.Tensor or None
+        With ``return_logprobs=True``: ``[B, T]`` float32, aligned with ``tokens``, the drawn
+        token's log-probability under the distribution it was drawn from (debiased, tempered,
+        filtered) and under the debiased, tempered, unfiltered one (docs/contract.md §7).
+        ``0`` for greedy steps and after a row stopped (so ``logprobs.sum(dim=1)`` is each
+        completion's log-probability), NaN at the step where a row turned invalid. None otherwise.
     """
 
     tokens: torch.Tensor
     lengths: torch.Tensor
     invalid: torch.Tensor
     texts: list[str] | None = None
+    logprobs: torch.Tensor | None = None
+    unfiltered_logprobs: torch.Tensor | None = None
 
 
 def _bias_tensor(bias, vocab_size: int, device) -> torch.Tensor | None:
@@ -143,6 +151,8 @@ def decode(
     alpha: float = 1.0,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
     max_new_tokens: int = 64,
     seed: int | Sequence[int] | torch.Tensor = 0,
     eos_token_ids: Sequence[int] = (),
@@ -151,6 +161,7 @@ def decode(
     stop_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     on_tokens: Callable[[torch.Tensor], None] | None = None,
     backend: str = "auto",
+    return_logprobs: bool = False,
 ) -> Generation:
     """Decodes up to ``max_new_tokens`` tokens after left-padded prompts.
 
@@ -163,8 +174,9 @@ def decode(
     bias : BiasTable, str or torch.Tensor, optional
         ``[L, V]`` TSDI bias (or a bias file's path); response position t < L is debiased by
         ``alpha * bias[t]``.
-    alpha, temperature, top_p
-        As in :func:`tsdi_ext.sample`. ``temperature=0`` is greedy decoding.
+    alpha, temperature, top_p, top_k, min_p
+        As in :func:`tsdi_ext.sample` (scalars or ``[B]`` tensors). ``temperature=0`` is greedy
+        decoding; ``top_k=0`` and ``min_p=0`` are off.
     max_new_tokens : int
         At most this many tokens per row (>= 0).
     seed : int, list of int or torch.Tensor
@@ -181,6 +193,9 @@ def decode(
         ``(ids_so_far, logits) -> [B] bool`` extra per-row stop condition.
     on_tokens : callable, optional
         Called with each step's ``[B]`` tokens (copied to the host: one sync per token).
+    return_logprobs : bool
+        Also fill :attr:`Generation.logprobs` / ``unfiltered_logprobs``, from the sums the fused
+        step makes anyway (``sample(..., return_logprobs=True)``): no extra pass, no extra sync.
     """
     device = input_ids.device
     batch = input_ids.shape[0]
@@ -188,6 +203,7 @@ def decode(
     alpha = _check_float("alpha", alpha)
     temperature = _check_float("temperature", temperature)
     top_p = _check_float("top_p", top_p)
+    min_p = _check_float("min_p", min_p)
     seeds = row_seeds(seed, batch, device)
     bias = as_bias(bias, vocab_size=_model_vocab_size(model))
     if input_ids.shape[1] == 0:
@@ -210,22 +226,34 @@ def decode(
     next_position = position_ids[:, -1:] + 1
     ids_so_far = input_ids
     steps: list[torch.Tensor] = []
+    step_logprobs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (final, unfiltered) per step
     for step in range(max_new_tokens):
         if logits_hook is not None:
             logits = logits_hook(ids_so_far, logits)
         positions = torch.full((batch,), step, dtype=torch.int64, device=device)
-        tokens, valid = sample(
+        out = sample(
             logits,
             bias=table,
             positions=positions if table is not None else None,
             alpha=alpha,
             temperature=temperature,
             top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
             seed=seeds,
             offset=step,
             backend=backend,
+            return_logprobs=return_logprobs,
         )
+        tokens, valid = out[0], out[1]
         tokens = torch.where(finished, torch.full_like(tokens, pad_token_id), tokens)
+        if return_logprobs:
+            step_logprobs.append(
+                (
+                    out.logprob.masked_fill(finished, 0.0),
+                    out.unfiltered_logprob.masked_fill(finished, 0.0),
+                )
+            )
         lengths += (~finished).long()
         invalid |= ~valid & ~finished
         steps.append(tokens)
@@ -250,7 +278,13 @@ def decode(
         logits = outputs.logits[:, -1].float()
         cache = outputs.past_key_values
     generated = torch.stack(steps, dim=1) if steps else input_ids.new_zeros(batch, 0)
-    return Generation(tokens=generated, lengths=lengths, invalid=invalid)
+    result = Generation(tokens=generated, lengths=lengths, invalid=invalid)
+    if return_logprobs:
+        final, unfiltered = zip(*step_logprobs) if step_logprobs else ((), ())
+        empty = torch.zeros(batch, 0, dtype=torch.float32, device=device)
+        result.logprobs = torch.stack(final, dim=1) if final else empty
+        result.unfiltered_logprobs = torch.stack(unfiltered, dim=1) if unfiltered else empty.clone()
+    return result
 
 
 def _prompt_list(prompts) -> list[str]:
@@ -339,11 +373,14 @@ def generate(
     alpha: float = 1.0,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
     max_new_tokens: int = 64,
     seed: int | Sequence[int] | torch.Tensor = 0,
     chat_template: bool = True,
     stream: Callable[[int, str], None] | None = None,
     backend: str = "auto",
+    return_logprobs: bool = False,
 ) -> Generation:
     """Generates completions for text prompts with TSDI debiasing.
 
@@ -354,7 +391,7 @@ def generate(
     prompts : str or sequence of str
         User messages (wrapped in the chat template unless ``chat_template=False``); a str is one
         prompt.
-    bias, alpha, temperature, top_p, max_new_tokens, seed, backend
+    bias, alpha, temperature, top_p, top_k, min_p, max_new_tokens, seed, backend, return_logprobs
         See :func:`decode` (``seed``: an int, or one per prompt). A bias path is loaded and
         checked against the tokenizer.
     stream : callable, optional
@@ -364,7 +401,9 @@ def generate(
     Returns
     -------
     Generation
-        With ``texts``: the decoded completions (special tokens removed).
+        With ``texts``: the decoded completions (special tokens removed); with
+        ``return_logprobs=True`` also ``logprobs`` and ``unfiltered_logprobs``, one per token of
+        ``tokens``.
     """
     prompts = _prompt_list(prompts)
     bias = as_bias(bias, tokenizer=tokenizer, vocab_size=_model_vocab_size(model))
@@ -398,12 +437,15 @@ def generate(
         alpha=alpha,
         temperature=temperature,
         top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
         max_new_tokens=max_new_tokens,
         seed=seeds,
         eos_token_ids=eos,
         pad_token_id=pad,
         on_tokens=on_tokens,
         backend=backend,
+        return_logprobs=return_logprobs,
     )
     for streamer in streamers:
         streamer.end()  # the last, unfinished word

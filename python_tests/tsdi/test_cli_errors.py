@@ -67,6 +67,8 @@ def test_missing_files_and_models_are_one_line(capsys, files, tmp_path):
         (["generate", "--temperature", "nan", "--prompt", "x"], "not a finite"),
         (["generate", "--alpha", "1e400", "--prompt", "x"], "not a finite"),
         (["generate", "--top-p", "1.5", "--prompt", "x"], "outside [0, 1]"),
+        (["generate", "--min-p", "-0.1", "--prompt", "x"], "outside [0, 1]"),
+        (["generate", "--top-k", "-1", "--prompt", "x"], "out of range"),
         (["generate", "--seed", "99999999999999999999999", "--prompt", "x"], "out of range"),
         (["generate", "--seed", "-1", "--prompt", "x"], "out of range"),
         (["generate", "--max-new-tokens", "-5", "--prompt", "x"], "out of range"),
