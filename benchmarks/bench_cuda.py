@@ -10,6 +10,10 @@ that only reads cannot stream faster). The bias rows (8 x V float32, shared by t
 out of the floor. Also the CUDA-graph-replayed time per call at B=1 for every V (100 calls in one
 graph; the logits stay in L2, as a decoding loop's freshly written logits would).
 
+--paths times the CUDA kernel paths side by side (docs/cuda_kernel.md): the first in this process,
+each further one in a child process with TSDI_EXT_CUDA_PATH set (the extension reads it once), its
+table printed and its JSON kept under "other_paths" in the same file; the budget is shared.
+
 Prints one table and the three targets (docs/benchmarks.md); the JSON (--out) is rewritten after every row,
 so a run stopped by --budget-s or killed still leaves what it measured; a shape that fails is
 recorded with its error and the others still run (exit status 1).
@@ -20,7 +24,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -192,7 +199,18 @@ def main(argv=None) -> int:
         default=None,
         help="start no new row after this many seconds (the JSON says what was left out)",
     )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=["auto", "cluster", "split"],
+        default=["auto"],
+        help="CUDA kernel paths to time (TSDI_EXT_CUDA_PATH): the first here, the others in child "
+        "processes, in that order",
+    )
     args = parser.parse_args(argv)
+    # Before the first CUDA call of tsdi_ext, which reads it once.
+    os.environ["TSDI_EXT_CUDA_PATH"] = args.paths[0]
+    share = None if args.budget_s is None else args.budget_s / len(args.paths)  # per path
 
     props = torch.cuda.get_device_properties(0)
     driver = subprocess.run(
@@ -208,6 +226,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "tsdi_ext": tsdi_ext.__version__,
+        "cuda_path": args.paths[0],
         "d2d_copy_gbps_read_plus_write": bandwidth,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -222,6 +241,7 @@ def main(argv=None) -> int:
         "errors": [],
         "complete": False,
         "skipped": [],
+        "other_paths": {},
     }
 
     def save():  # after every measurement: a run that is stopped keeps what it measured
@@ -256,7 +276,7 @@ def main(argv=None) -> int:
         for vocab in args.vocab:
             bias = torch.randn(8, vocab, device="cuda") * 0.5
             for batch in args.batch:
-                if args.budget_s is not None and time.monotonic() - STARTED > args.budget_s:
+                if share is not None and time.monotonic() - STARTED > share:
                     result["skipped"].append({"dtype": dtype_name, "batch": batch, "vocab": vocab})
                     continue
                 try:
@@ -273,7 +293,30 @@ def main(argv=None) -> int:
                     f"{row['fused_gbps']:7.0f}",
                     flush=True,
                 )
-    result["complete"] = not result["skipped"] and not result["errors"]
+    for k, path in enumerate(args.paths[1:], start=2):  # the other paths, each in a fresh process
+        left = None if share is None else max(share * k - (time.monotonic() - STARTED), 1.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            child_out = Path(tmp) / "child.json"
+            command = [sys.executable, "-P", __file__, "--paths", path, "--out", str(child_out)]
+            command += ["--vocab", *map(str, args.vocab), "--batch", *map(str, args.batch)]
+            command += ["--dtype", *args.dtype]
+            if left is not None:
+                command += ["--budget-s", str(left)]
+            print(f"# path {path} (child process)", flush=True)
+            code = subprocess.run(
+                command, env={**os.environ, "TSDI_EXT_CUDA_PATH": path}
+            ).returncode
+            if child_out.exists():
+                result["other_paths"][path] = json.loads(child_out.read_text())
+            if code != 0:
+                result["errors"].append({"what": f"path {path}", "error": f"exit status {code}"})
+        save()
+    result["complete"] = (
+        not result["skipped"]
+        and not result["errors"]
+        and all(r.get("complete") for r in result["other_paths"].values())
+        and len(result["other_paths"]) == len(args.paths) - 1
+    )
     save()
     if result["skipped"]:
         print(f"budget reached: {len(result['skipped'])} rows not measured (listed in the JSON)")

@@ -18,9 +18,9 @@
 # running torch has loaded, never a second copy vendored into the wheel.
 #
 # Environment: PYTHON (default python3), WHEEL_DIR (default dist), MAX_JOBS (default: all cores),
-# TORCH_CUDA_ARCH_LIST (CUDA default "8.0;8.6;8.9;9.0;10.0;12.0+PTX": the kernel itself needs
-# thread-block clusters (sm_90 and newer); older architectures get a stub so that one wheel loads
-# everywhere and refuses with a clear error), AUDITWHEEL_PLAT (default: the best tag the binary
+# TORCH_CUDA_ARCH_LIST (CUDA default "8.0;8.6;8.9;9.0;10.0;12.0+PTX": the split chain samples on
+# all of them, the cluster kernel on sm_90 and newer, a stub below; docs/cuda_kernel.md),
+# AUDITWHEEL_PLAT (default: the best tag the binary
 # satisfies), TSDI_EXT_NO_REPAIR=1 (keep the linux_x86_64 wheel: local use only).
 set -euo pipefail
 flavour="${1:-}"

@@ -17,8 +17,10 @@
 # crashed stage costs only its own cap. Each writes one file under $OUT (8 files at most come
 # back; benchmarks/results/gpu/ where $OUT is unset), in stage order:
 #   tests.log           machine report, wheel install (or a build there if none was carried or
-#                       it does not load), tsdi_ext.info, the CUDA tests (pytest -m cuda -rs)
-#   bench.log, cuda_sampling.json   benchmarks/bench_cuda.py, JSON rewritten after every row
+#                       it does not load), tsdi_ext.info, the CUDA tests (pytest -m cuda -rs),
+#                       then the CUDA op tests again on the split chain (TSDI_EXT_CUDA_PATH=split)
+#   bench.log, cuda_sampling.json   benchmarks/bench_cuda.py for both kernel paths (the split
+#                       chain's rows under "other_paths"), JSON rewritten after every row
 #   ncu.log, ncu.ncu-rep  Nsight Compute on the kernel at B=1 and B=256, V=128256
 #   sanitizer.log       compute-sanitizer memcheck, racecheck, synccheck on a chosen subset
 #   suite.log           the rest of python_tests/ (pytest -m "not cuda")
@@ -106,13 +108,20 @@ PYTEST=("$PY" -P -m pytest -p no:cacheprovider -q)
 have_module pytest_timeout && PYTEST+=(--timeout=120 --timeout-method=thread)
 
 stage_tests() {  # the CUDA tests; -rs lists every skip with its reason (none may skip here)
-  run_stage tests 170 "$OUT/tests.log" "${PYTEST[@]}" python_tests -m cuda -rs
+  run_stage tests 120 "$OUT/tests.log" "${PYTEST[@]}" python_tests -m cuda -rs
+  # The same CUDA op tests on the split chain (the path of GPUs without clusters), which the
+  # default path does not take on sm_90+ (docs/cuda_kernel.md); the tests that force a path in a
+  # child process have run above.
+  run_stage tests-split 60 "$OUT/tests.log" env TSDI_EXT_CUDA_PATH=split "${PYTEST[@]}" \
+    python_tests/ops/test_cuda.py -k "not forced_path and not unknown_path" -rs
 }
 
 stage_bench() {  # the benchmark stops starting rows 20 s before its cap and writes what it has
+  # Both kernel paths side by side (the default one, then the split chain in a child process; one
+  # JSON): on sm_90+ this decides which path serves which shapes (docs/cuda_kernel.md).
   local t
-  t=$(granted 170)
-  run_stage bench 170 "$OUT/bench.log" "$PY" -P benchmarks/bench_cuda.py \
+  t=$(granted 180)
+  run_stage bench 180 "$OUT/bench.log" "$PY" -P benchmarks/bench_cuda.py --paths auto split \
     --out "$OUT/cuda_sampling.json" --budget-s $((t > 40 ? t - 20 : 20))
 }
 
@@ -166,6 +175,7 @@ EOF
   # --clock-control none: measure the card as it is, never change its clocks. The third launch at
   # each batch size (per launch configuration) is profiled: warm code, cold caches (ncu flushes
   # them between passes).
+  # (regex:sampling_kernel also names the split chain's split_sampling_kernel, for a TSDI_EXT_CUDA_PATH=split run.)
   run_stage ncu 60 "$OUT/ncu.log" ncu --clock-control none --kernel-name regex:sampling_kernel \
     --filter-mode per-launch-config --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \

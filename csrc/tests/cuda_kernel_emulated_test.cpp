@@ -22,6 +22,7 @@
 #include "tsdi/common.h"
 #include "tsdi/cpu/sampling_kernel.h"
 #include "tsdi/cuda/sampling_kernel.cuh"
+#include "tsdi/cuda/sampling_split_kernel.cuh"
 
 namespace {
 
@@ -153,8 +154,50 @@ Outputs execute(const Call& c, Run run) {
   return out;
 }
 
+// Which CUDA path the checks run: the cluster kernel (sm_90+) or the split chain (sm_80+).
+enum class Path { kCluster, kSplit };
+Path path = Path::kCluster;
+const char* path_name() { return path == Path::kCluster ? "cluster kernel" : "split chain"; }
+
+// The split chain's plan for `p` on the emulated device.
+tsdi::cuda::SplitPlan split_plan(const tsdi::SamplingParams& p, bool probs) {
+  tsdi::cuda::SplitPlan plan;
+  if (tsdi::cuda::plan_split(p, probs, simt::device().multiprocessors, plan) != cudaSuccess) {
+    plan.blocks_per_row = -1;
+  }
+  return plan;
+}
+
+// Launches the split chain with a fresh workspace whose bytes are poisoned (0xFF: NaN, -1), so a
+// launch that reads a field the launch before it did not write shows; checks the chain's length.
+template <typename T, bool kProbs>
+int run_split(const tsdi::SamplingParams& p) {
+  if (p.batch == 0) return tsdi::cuda::launch_sampling_split<T, kProbs>(p, {}, nullptr, 0, nullptr);
+  const tsdi::cuda::SplitPlan plan = split_plan(p, kProbs);
+  if (plan.blocks_per_row < 0) return cudaErrorInvalidValue;
+  simt::GuardedBuffer workspace(plan.workspace_bytes);
+  std::memset(workspace.data(), 0xFF, workspace.size());
+  const int64_t before = simt::launch_count();
+  const int err = tsdi::cuda::launch_sampling_split<T, kProbs>(p, plan, workspace.data(),
+                                                               workspace.size(), nullptr);
+  expect(err != cudaSuccess || simt::launch_count() - before == plan.launches,
+         "the split chain makes the launches it plans");
+  return err;
+}
+
 int run_cuda(LogitsDType dtype, const tsdi::SamplingParams& p, bool probs) {
   namespace k = tsdi::cuda;
+  if (path == Path::kSplit) {
+    switch (dtype) {
+      case LogitsDType::kFloat32:
+        return probs ? run_split<float, true>(p) : run_split<float, false>(p);
+      case LogitsDType::kFloat16:
+        return probs ? run_split<__half, true>(p) : run_split<__half, false>(p);
+      case LogitsDType::kBFloat16:
+        return probs ? run_split<__nv_bfloat16, true>(p) : run_split<__nv_bfloat16, false>(p);
+    }
+    return -1;
+  }
   switch (dtype) {
     case LogitsDType::kFloat32:
       return probs ? k::launch_sampling<float, true>(p, nullptr)
@@ -186,6 +229,14 @@ Outputs cpu_outputs(const Call& c) {
   });
 }
 
+// The split chain's blocks per row for this call on the emulated device.
+int split_blocks_for(const Call& c) {
+  tsdi::SamplingParams p;
+  p.batch = c.batch;
+  p.vocab = c.vocab;
+  return split_plan(p, false).blocks_per_row;
+}
+
 // The CUDA kernel's cluster size for this call on the emulated device (for the log).
 int cluster_for(const Call& c) {
   int64_t budget = 0;
@@ -204,8 +255,9 @@ bool exact_probs() { return true; }
 // for further checks.
 Outputs check_against(const Call& c, const Outputs& cpu) {
   // The name first, so that an abort (simt reports deadlocks and faults that way) names its case.
-  std::printf("  %-44s B=%-4lld V=%-7lld cluster %2d", c.name.c_str(),
-              static_cast<long long>(c.batch), static_cast<long long>(c.vocab), cluster_for(c));
+  std::printf("  %-44s B=%-4lld V=%-7lld %s %2d", c.name.c_str(), static_cast<long long>(c.batch),
+              static_cast<long long>(c.vocab), path == Path::kCluster ? "cluster" : "blocks ",
+              path == Path::kCluster ? cluster_for(c) : split_blocks_for(c));
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
   const Outputs cuda = cuda_outputs(c);
@@ -612,16 +664,121 @@ void attribute_cache() {
   expect(cudaGetLastError() == cudaSuccess, "the retried launch leaves no error behind");
 }
 
+// The split chain's plan: blocks per row from B, V and the SM count.
+void split_plans() {
+  const simt::DeviceModel h100 = simt::device();
+  struct Case {
+    int sms;
+    int64_t batch, vocab;
+    int blocks;
+  };
+  const Case cases[] = {
+      {108, 1, 128256, 32}, {108, 8, 128256, 27}, {108, 64, 128256, 4}, {108, 216, 128256, 1},
+      {58, 1, 128256, 32},  {58, 4, 32000, 15},   {108, 1, 5000, 2},    {108, 1, 1000, 1},
+      {108, 1, 1, 1},       {132, 1, 262144, 32}, {132, 3, 4099, 2},
+  };
+  for (const Case& k : cases) {
+    simt::device().multiprocessors = k.sms;
+    tsdi::SamplingParams p;
+    p.batch = k.batch;
+    p.vocab = k.vocab;
+    const tsdi::cuda::SplitPlan plan = split_plan(p, false);
+    const std::string what = std::to_string(k.sms) + " SMs, B=" + std::to_string(k.batch) +
+                             ", V=" + std::to_string(k.vocab) + ": " +
+                             std::to_string(plan.blocks_per_row) + " blocks per row";
+    expect(plan.blocks_per_row == k.blocks, what + ", planned " + std::to_string(k.blocks));
+    expect(plan.slice * (plan.blocks_per_row - 1) < k.vocab &&
+               plan.slice * plan.blocks_per_row >= k.vocab,
+           what + ": every block has a non-empty slice");
+  }
+  simt::device() = h100;
+}
+
+// Launch-time behaviour of the split chain: B = 0 is a no-op; B past the grid limit, a workspace
+// too small or misaligned are refused before anything is launched.
+void split_launch_limits() {
+  tsdi::SamplingParams p;
+  p.batch = 0;
+  p.vocab = 10;
+  expect(run_split<float, false>(p) == cudaSuccess, "split: B = 0 is a no-op");
+  p.batch = 65536;
+  p.vocab = 1;
+  tsdi::cuda::SplitPlan plan;
+  expect(tsdi::cuda::plan_split(p, false, 132, plan) == cudaErrorInvalidValue,
+         "split: B past 65535 is refused");
+  p.batch = 2;
+  p.vocab = 100;
+  expect(tsdi::cuda::plan_split(p, false, 132, plan) == cudaSuccess, "split: plan");
+  simt::GuardedBuffer workspace(plan.workspace_bytes + 16);
+  const int64_t before = simt::launch_count();
+  expect(
+      tsdi::cuda::launch_sampling_split<float, false>(
+          p, plan, workspace.data(), plan.workspace_bytes - 16, nullptr) == cudaErrorInvalidValue,
+      "split: a workspace too small is refused");
+  expect(tsdi::cuda::launch_sampling_split<float, false>(
+             p, plan, static_cast<char*>(workspace.data()) + 8, plan.workspace_bytes, nullptr) ==
+             cudaErrorInvalidValue,
+         "split: a misaligned workspace is refused");
+  expect(simt::launch_count() == before, "split: a refused call launches nothing");
+}
+
+// Launches per call at the latency target's shape (B = 1, V = 128256: 32 blocks per row).
+void split_launches_per_call() {
+  std::mt19937 gen(17);
+  Call c = basic("f32 V=128256 B=1", LogitsDType::kFloat32, 1, 128256, 2.0f, gen);
+  std::printf("split chain, B=1, V=128256 (%d blocks per row):\n", split_blocks_for(c));
+  struct Setting {
+    const char* label;
+    float top_p, temperature;
+    int64_t top_k;
+    int launches;
+  };
+  const Setting settings[] = {{"top_p=0.9", 0.9f, 1.0f, 0, 11},
+                              {"top_p=1", 1.0f, 1.0f, 0, 5},
+                              {"top_k=50 top_p=0.9", 0.9f, 1.0f, 50, 17},
+                              {"greedy", 0.9f, 0.0f, 0, 3}};
+  for (const Setting& k : settings) {
+    c.top_p_value = k.top_p;
+    c.temperature_value = k.temperature;
+    c.top_k_value = k.top_k;
+    int64_t launches = 0;
+    const Outputs cpu = cpu_outputs(c);
+    const Outputs out = execute(c, [&](const tsdi::SamplingParams& p, bool probs) {
+      const int64_t before = simt::launch_count();
+      const int err = run_cuda(c.dtype, p, probs);
+      if (!probs) launches = simt::launch_count() - before;
+      return err;
+    });
+    std::printf("  %-20s %lld launches\n", k.label, static_cast<long long>(launches));
+    expect(out.sample_error == 0 && out.tokens == cpu.tokens && out.probs == cpu.probs,
+           std::string(k.label) + ": split chain at B=1 agrees with the CPU");
+    expect(launches == k.launches, std::string(k.label) + ": " + std::to_string(k.launches) +
+                                       " launches, made " + std::to_string(launches));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  bool quick = false;
+  for (int k = 1; k < argc; ++k) {
+    const std::string arg = argv[k];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--path=split") {
+      path = Path::kSplit;
+    } else if (arg != "--path=cluster") {
+      std::fprintf(stderr, "usage: %s [--quick] [--path=cluster|split]\n", argv[0]);
+      return EXIT_FAILURE;
+    }
+  }
   std::vector<Call> calls = agreement_cases();
   for (Call& c : fuzz_cases(quick ? 6 : 24)) calls.push_back(std::move(c));
   std::printf(
-      "CUDA kernel (simt emulation) vs the fused CPU kernel (%s, probabilities bit-identical), "
+      "CUDA %s (simt emulation) vs the fused CPU kernel (%s, probabilities bit-identical), "
       "threads in order:\n",
+      path_name(),
       tsdi::cpu::selected_isa() == tsdi::cpu::Isa::kX86_64_V4   ? "x86-64-v4 path"
       : tsdi::cpu::selected_isa() == tsdi::cpu::Isa::kX86_64_V3 ? "x86-64-v3 path"
                                                                 : "baseline path");
@@ -666,9 +823,15 @@ int main(int argc, char** argv) {
     simt::set_schedule(simt::Schedule::kForward);
     simt::set_shared_placement(simt::SharedPlacement::kFlushHigh);
   }
-  launch_limits();
-  attribute_cache();
-  barriers_per_row();
+  if (path == Path::kCluster) {
+    launch_limits();
+    attribute_cache();
+    barriers_per_row();
+  } else {
+    split_plans();
+    split_launch_limits();
+    split_launches_per_call();
+  }
   if (failures == 0) std::printf("tsdi_cuda_emulated_test: all checks passed\n");
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

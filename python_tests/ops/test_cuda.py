@@ -1,7 +1,12 @@
-"""CUDA-only properties of the fused kernel: agreement with the fused CPU kernel token for token,
+"""CUDA-only properties of the fused kernel: agreement with the fused CPU kernel token for token
+(on the default path, and on each path forced by TSDI_EXT_CUDA_PATH in a child process),
 capture in a CUDA graph, torch.compile(mode="reduce-overhead", fullgraph=True), no host sync,
 and the statistical test on millions of draws. Skipped (with the reason) without a CUDA device
 and a CUDA build; the device-parametrised tests elsewhere also run on CUDA when present."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -155,3 +160,49 @@ def test_millions_of_draws_match_the_distribution():
         assert (probs[t] > 0).all()  # never outside the nucleus
         tokens.append(t)
     assert chi_square_p_value(torch.cat(tokens).cpu(), probs) > MIN_P_VALUE
+
+
+# Run in a child process: the extension reads TSDI_EXT_CUDA_PATH once, at its first CUDA call.
+_PATH_CHECK = """
+import torch, tsdi_ext
+torch.manual_seed(0)
+for batch, vocab in [(1, 128256), (8, 32000), (300, 1019), (3, 5)]:
+    logits = torch.randn(batch, vocab) * 3
+    kw = dict(temperature=0.9, top_p=0.9, top_k=40, min_p=0.01,
+              seed=torch.arange(batch), offset=torch.arange(batch) * 3)
+    cpu_tokens, cpu_valid = tsdi_ext.sample(logits, backend="cpu", **kw)
+    cuda_kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    tokens, valid = tsdi_ext.sample(logits.cuda(), backend="cuda", **cuda_kw)
+    assert torch.equal(valid.cpu(), cpu_valid)
+    assert int((tokens.cpu() != cpu_tokens).sum()) <= max(1, batch // 500), (batch, vocab)
+    probs_kw = {k: v for k, v in cuda_kw.items() if k not in ("seed", "offset")}
+    got = tsdi_ext.sampling_probs(logits.cuda(), **probs_kw).cpu()
+    want = tsdi_ext.sampling_probs(logits, backend="cpu", **{k: v for k, v in kw.items() if k not in ("seed", "offset")})
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=2e-4)
+print("path check ok")
+"""
+
+
+def _run_with_path(path):
+    env = {**os.environ, "TSDI_EXT_CUDA_PATH": path}
+    return subprocess.run(
+        [sys.executable, "-P", "-c", _PATH_CHECK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("path", ["split", "cluster"])
+def test_each_forced_path_matches_cpu(path):
+    result = _run_with_path(path)
+    if path == "cluster" and torch.cuda.get_device_capability()[0] < 9:
+        assert result.returncode != 0 and "needs a Hopper GPU" in result.stderr, result.stderr
+        return
+    assert result.returncode == 0 and "path check ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_an_unknown_path_is_refused():
+    result = _run_with_path("fastest")
+    assert result.returncode != 0 and "TSDI_EXT_CUDA_PATH must be" in result.stderr

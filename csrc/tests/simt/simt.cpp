@@ -146,6 +146,7 @@ struct Machine {
   Barrier cluster_barrier;
   std::vector<int> released;  // fibers a barrier has just released (for the run-ahead schedule)
   LaunchStats stats;
+  int64_t launches = 0;
   int current = -1;
   Context scheduler;
   GuardedMapping stacks;
@@ -403,6 +404,8 @@ void set_shared_placement(SharedPlacement placement) { machine().placement = pla
 
 const LaunchStats& last_launch_stats() { return machine().stats; }
 
+int64_t launch_count() { return machine().launches; }
+
 void set_schedule(Schedule schedule, uint64_t seed) {
   machine().schedule = schedule;
   machine().order_rng.seed(seed);
@@ -568,13 +571,20 @@ int launch(const LaunchShape& shape, const std::function<void()>& body) {
   m.shape = shape;
   m.body = &body;
   m.stats = LaunchStats();
+  ++m.launches;
+  // The clusters (blocks, without clusters) of the grid one after another: in grid order, or in a
+  // random order under the other schedules, so that a block that reads what another block of the
+  // same launch writes (which CUDA leaves unordered) gets other values.
+  std::vector<Dim3> origins;
   for (unsigned z = 0; z < g.z; z += c.z) {
     for (unsigned y = 0; y < g.y; y += c.y) {
-      for (unsigned x = 0; x < g.x; x += c.x) {
-        run_cluster({x, y, z});
-        ++m.stats.clusters;
-      }
+      for (unsigned x = 0; x < g.x; x += c.x) origins.push_back({x, y, z});
     }
+  }
+  if (m.schedule != Schedule::kForward) std::shuffle(origins.begin(), origins.end(), m.order_rng);
+  for (const Dim3& origin : origins) {
+    run_cluster(origin);
+    ++m.stats.clusters;
   }
   m.stats.warp_collectives /= 2;  // a collective is two barrier instances (deposit, read)
   m.body = nullptr;

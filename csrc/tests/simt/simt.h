@@ -1,14 +1,17 @@
 // simt: runs CUDA kernels on the CPU, so that CI (which has no GPU) executes the fused sampling
 // kernel's code, not only compiles it.
 //
-// What it models: every thread of a cluster is a fiber on one OS thread (switched by a few lines
-// of x86-64 assembly, or ucontext elsewhere), run until it reaches a barrier or a warp collective;
-// __syncthreads, __syncwarp, the warp shuffles and votes, and cluster.sync() wait for exactly the
-// threads CUDA waits for. Each CTA's static and dynamic shared memory is its own allocation, filled
-// with 0xFF bytes (NaN as floats, -1 as integers) at launch and bounded by inaccessible pages, and
-// cluster.map_shared_rank() maps an address to the same offset in another CTA's allocation.
-// Launches check what the CUDA runtime checks for this kernel (dynamic shared memory against the
-// function's attribute and the device's opt-in limit, cluster sizes, grid limits).
+// What it models: the launches on a stream one after another, each grid cluster by cluster (a
+// block without clusters is a cluster of one), in grid order or, under the shuffled and run-ahead
+// schedules, in a random order; every thread of a cluster is a fiber on one OS thread (switched by
+// a few lines of x86-64 assembly, or ucontext elsewhere), run until it reaches a barrier or a warp
+// collective; __syncthreads, __syncwarp, the warp shuffles and votes, and cluster.sync() wait for
+// exactly the threads CUDA waits for. Each CTA's static and dynamic shared memory is its own
+// allocation, filled with 0xFF bytes (NaN as floats, -1 as integers) at launch and bounded by
+// inaccessible pages, and cluster.map_shared_rank() maps an address to the same offset in another
+// CTA's allocation. Launches check what the CUDA runtime checks for this kernel (dynamic shared
+// memory against the function's attribute and the device's opt-in limit, cluster sizes, grid
+// limits).
 //
 // What it catches: barriers that not every thread reaches (deadlock, reported with what each
 // thread waits for), lanes of one warp at different collectives, a thread leaving while others
@@ -111,6 +114,9 @@ struct LaunchStats {
   int64_t warp_collectives = 0;  // shuffles, votes and __syncwarp, all warps
 };
 const LaunchStats& last_launch_stats();
+// Launches that ran so far (a kernel chain on a stream is several; the emulated stream runs each
+// launch to completion before the next, as a real stream orders them).
+int64_t launch_count();
 
 // An anonymous mapping with an inaccessible page on each side of its usable bytes, [begin(),
 // end()): shared memory, fiber stacks and GuardedBuffer are placed in these.

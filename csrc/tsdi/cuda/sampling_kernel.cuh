@@ -35,6 +35,7 @@
 #include <cstdint>
 
 #include "../common.h"
+#include "device_common.cuh"
 #include "vector_split.h"
 
 namespace tsdi {
@@ -42,36 +43,9 @@ namespace cuda {
 
 namespace cg = cooperative_groups;
 
-constexpr int kThreads = 512;
-constexpr int kWarps = kThreads / 32;
-constexpr int kBuckets = 32;
-static_assert(kBuckets == 32, "each lane of a warp clears one bucket of its warp's row");
 constexpr int kMaxClusterPortable = 8;
 constexpr int kMaxCluster = 16;               // non-portable cluster size, allowed on H100/H200
 constexpr int kSmemBudgetBytes = 200 * 1024;  // dynamic shared memory for the slice, per CTA
-
-// Shared-memory scratch besides the slice. Every field that other CTAs read is written before a
-// cluster.sync() and not rewritten before the next one.
-struct alignas(16) Scratch {
-  float warp_float[kWarps];
-  int32_t warp_int[kWarps];
-  int64_t warp_index[kWarps];
-  double warp_double[kWarps];
-  double warp_bucket_mass[kWarps][kBuckets];  // each warp's own bucket masses (atomics in-warp)
-  double bucket_mass[2][kBuckets];            // this CTA's bucket masses, double-buffered by round
-  int32_t chosen;  // bisection decision of this round (written by thread 0)
-  double chosen_above;
-  float part_max;  // this CTA's partial results, read by the cluster
-  int32_t part_bad;
-  int64_t part_index;
-  int64_t part_last_kept;
-  float part_last_kept_w;  // its weight (for the log-probabilities)
-  double part_sum;
-  double part_sum_k;  // mass of the top-k set
-  double part_kept;
-  int64_t part_token;
-  float part_token_w;  // its weight
-};
 
 // This CTA's shared memory: the dynamic slice and the static Scratch. (Functions rather than
 // declarations in the kernel so that tests/simt can run the kernel on the CPU.)
@@ -90,111 +64,6 @@ __device__ __forceinline__ Scratch& shared_scratch() {
   return s;
 }
 #endif
-
-// 16 bytes of logits as float32 (4 floats, or 8 halves / bfloat16s converted exactly), loaded with
-// the streaming hint: each logit is read once.
-__device__ __forceinline__ void load_vector(const float* p, float (&f)[4]) {
-  const float4 v = __ldcs(reinterpret_cast<const float4*>(p));
-  f[0] = v.x;
-  f[1] = v.y;
-  f[2] = v.z;
-  f[3] = v.w;
-}
-template <typename T2, typename Convert>
-__device__ __forceinline__ void load_vector_pairs(const void* p, float (&f)[8], Convert convert) {
-  const uint4 v = __ldcs(reinterpret_cast<const uint4*>(p));
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    T2 pair;
-    memcpy(&pair, &words[k], sizeof(pair));  // element 2k is the low half (little-endian)
-    const float2 two = convert(pair);
-    f[2 * k] = two.x;
-    f[2 * k + 1] = two.y;
-  }
-}
-__device__ __forceinline__ void load_vector(const __half* p, float (&f)[8]) {
-  load_vector_pairs<__half2>(p, f, [](__half2 h) { return __half22float2(h); });
-}
-__device__ __forceinline__ void load_vector(const __nv_bfloat16* p, float (&f)[8]) {
-  load_vector_pairs<__nv_bfloat162>(p, f, [](__nv_bfloat162 h) { return __bfloat1622float2(h); });
-}
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-__device__ __forceinline__ float clamp_inverse_temperature(float inv) {
-  return fminf(fmaxf(inv, 1.17549435e-38f), 3.40282347e+38f);
-}
-
-// ---- block reductions (all threads get the result) ----
-__device__ __forceinline__ float block_max(float v, Scratch& s) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.warp_float[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = s.warp_float[0];
-  for (int w = 1; w < kWarps; ++w) r = fmaxf(r, s.warp_float[w]);
-  return r;
-}
-__device__ __forceinline__ int32_t block_or(int32_t v, Scratch& s) {
-  v = __any_sync(0xffffffffu, v != 0) ? 1 : 0;
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.warp_int[threadIdx.x >> 5] = v;
-  __syncthreads();
-  int32_t r = 0;
-  for (int w = 0; w < kWarps; ++w) r |= s.warp_int[w];
-  return r;
-}
-__device__ __forceinline__ int64_t block_min_index(int64_t v, Scratch& s) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const int64_t other = __shfl_xor_sync(0xffffffffu, v, o);
-    v = other < v ? other : v;
-  }
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.warp_index[threadIdx.x >> 5] = v;
-  __syncthreads();
-  int64_t r = s.warp_index[0];
-  for (int w = 1; w < kWarps; ++w) r = s.warp_index[w] < r ? s.warp_index[w] : r;
-  return r;
-}
-__device__ __forceinline__ int64_t block_max_index(int64_t v, Scratch& s) {
-  return -block_min_index(-v, s);
-}
-// Sum in a fixed order (warp tree, then warps 0..kWarps-1): deterministic for given inputs.
-__device__ __forceinline__ double block_sum(double v, Scratch& s) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.warp_double[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double r = 0.0;
-  for (int w = 0; w < kWarps; ++w) r += s.warp_double[w];
-  return r;
-}
-// Exclusive prefix of per-thread values (thread order), and the block total.
-__device__ __forceinline__ double block_exclusive_scan(double v, double& total, Scratch& s) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  double inclusive = v;
-  for (int o = 1; o < 32; o <<= 1) {
-    const double up = __shfl_up_sync(0xffffffffu, inclusive, o);
-    if (lane >= o) inclusive += up;
-  }
-  // The exclusive prefix is the previous lane's inclusive one, exactly (inclusive - v could
-  // cancel when v dominates).
-  double exclusive = __shfl_up_sync(0xffffffffu, inclusive, 1);
-  if (lane == 0) exclusive = 0.0;
-  __syncthreads();
-  if (lane == 31) s.warp_double[warp] = inclusive;
-  __syncthreads();
-  double before = 0.0;
-  total = 0.0;
-  for (int w = 0; w < kWarps; ++w) {
-    if (w < warp) before += s.warp_double[w];
-    total += s.warp_double[w];
-  }
-  return before + exclusive;
-}
 
 // One row per cluster; `blockIdx.y` is the row, the cluster spans blockIdx.x.
 // kProbs: write sampling_probs instead of (tokens, valid).
@@ -325,7 +194,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
 
   // 4. The thresholds (docs/contract.md §6): top-k's tau_k by a bisection on counts, the nucleus
   // within the top-k set by the same bisection on masses, then min-p.
-  const uint32_t end_bits = __float_as_uint(1.0f) + 1u;
+  const uint32_t end_bits = bisect_end_bits();
   int round = 0;  // across both bisections, so that the bucket buffers keep alternating
   // Bisection over the float bit patterns [lo, hi) with 32 power-of-two-wide buckets per round
   // (one cluster.sync each, bucket masses double-buffered): the float64 mass (with kCount, the
@@ -334,8 +203,8 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
   auto bisect = [&](uint32_t lo, uint32_t hi, double target, bool count) {
     double above = 0.0;
     for (; hi - lo > 1u; ++round) {
-      const uint32_t span = hi - lo;                   // 2 .. 2^30
-      const int shift = max(0, 27 - __clz(span - 1));  // ceil(log2(span)) - 5
+      const uint32_t span = hi - lo;  // 2 .. 2^30
+      const int shift = bucket_shift(span);
       // Each warp accumulates into its own row of buckets: shared-memory float64 atomics are
       // compare-and-swap loops on sm_90, and 512 threads retrying on the same few buckets would
       // serialise; within one warp they contend with at most 31 others. (The previous round's
@@ -343,44 +212,20 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
       double* wb = s.warp_bucket_mass[threadIdx.x >> 5];
       wb[threadIdx.x & 31] = 0.0;
       __syncwarp();
-      int run_bucket = -1;
-      double run_mass = 0.0;
+      BucketRun run;
       for (int i = threadIdx.x; i < static_cast<int>(n); i += kThreads) {
-        const float v = w[i];
-        const uint32_t off = __float_as_uint(v) - lo;
-        if (off < span) {
-          const int bucket = static_cast<int>(off >> shift);
-          if (bucket != run_bucket) {
-            if (run_bucket >= 0) atomicAdd(&wb[run_bucket], run_mass);
-            run_bucket = bucket;
-            run_mass = 0.0;
-          }
-          run_mass += count ? 1.0 : static_cast<double>(v);
-        }
+        run.add(wb, w[i], lo, span, shift, count);
       }
-      if (run_bucket >= 0) atomicAdd(&wb[run_bucket], run_mass);
+      run.flush(wb);
       __syncthreads();
       double* bm = s.bucket_mass[round & 1];
-      if (threadIdx.x < kBuckets) {  // the CTA's masses: warps summed in a fixed order
-        double m = 0.0;
-        for (int warp = 0; warp < kWarps; ++warp) m += s.warp_bucket_mass[warp][threadIdx.x];
-        bm[threadIdx.x] = m;
-      }
+      if (threadIdx.x < kBuckets) bm[threadIdx.x] = block_bucket_mass(s);  // the CTA's masses
       cluster.sync();  // every CTA's bm[round & 1] is complete; the other buffer is free to reuse
       if (threadIdx.x < 32) {
         double m = 0.0;
         for (int r = 0; r < ranks; ++r) m += cluster.map_shared_rank(bm, r)[threadIdx.x];
-        double running = above;
-        int chosen = -1;
-        for (int k = kBuckets - 1; k >= 0; --k) {  // same order in every lane and every CTA
-          const double mk = __shfl_sync(0xffffffffu, m, k);
-          if (chosen < 0) {
-            if (running + mk >= target)
-              chosen = k;
-            else
-              running += mk;
-          }
-        }
+        double running;
+        const int chosen = choose_bucket(m, above, target, running);  // the same in every CTA
         if (threadIdx.x == 0) {
           s.chosen = chosen;
           s.chosen_above = running;
@@ -390,11 +235,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p, in
       const int chosen = s.chosen;
       if (chosen < 0) break;  // rounding left the total short: keep everything in the bracket
       above = s.chosen_above;
-      const uint64_t new_lo = static_cast<uint64_t>(lo) + (static_cast<uint64_t>(chosen) << shift);
-      const uint64_t new_hi =
-          static_cast<uint64_t>(lo) + (static_cast<uint64_t>(chosen + 1) << shift);
-      lo = static_cast<uint32_t>(new_lo);
-      hi = new_hi < hi ? static_cast<uint32_t>(new_hi) : hi;
+      narrow_bracket(lo, hi, chosen, shift);
     }
     return lo;
   };

@@ -264,6 +264,8 @@ V simt_load_16(const V* p) {
 }
 inline float4 __ldcs(const float4* p) { return simt_load_16(p); }
 inline uint4 __ldcs(const uint4* p) { return simt_load_16(p); }
+inline float4 __ldg(const float4* p) { return simt_load_16(p); }
+inline uint4 __ldg(const uint4* p) { return simt_load_16(p); }
 
 // ---- float arithmetic with explicit rounding (the host compiles with -ffp-contract=off) ----
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
