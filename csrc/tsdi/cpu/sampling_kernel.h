@@ -6,10 +6,12 @@
 //   pass 1  d_i = logit_i - alpha * bias_i, max d, NaN / +inf detection       (reads logits + bias)
 //   pass 2  w_i = exp((d_i - max d) * s), s = 1/T clamped, S = sum w             (in place)
 //   pass 3  the top-p threshold tau = the largest w such that the mass of {w_i >= tau} is at least
-//           top_p * S: a strided sample (peaked or flat rows) or vectorised probe and pivot passes
+//           top_p * S: a strided sample (peaked, flat or in-between rows) or probe and pivot passes
 //           bracket it, one pass collects the values inside the bracket, then a mass-weighted
 //           radix select on the float bit patterns (w >= 0, so the bits sort like the values) of
 //           those values finds it exactly, with the kept mass. No sort of V (see top_p_threshold).
+//   greedy  rows with T = 0 stop after pass 1, run without its stores: the first index of max d
+//           (first_argmax: the maximum per block, then a scan of the block that raised it).
 //   pass 4  the inverse-CDF draw in vocabulary order, skipping blocks of kBlock elements by their
 //           kept mass up to the drawn one (or, for sampling_probs, the renormalised probabilities).
 // Inner loops are written over kLanes independent lanes so the compiler vectorises them for the
