@@ -41,28 +41,6 @@ void for_each_row_range(const tsdi::SamplingParams& p, RowsFn rows_fn) {
                    [&](int64_t begin, int64_t end) { rows_fn(p, begin, end, thread_workspace()); });
 }
 
-// A batch of fewer rows than threads leaves threads idle: on a large vocabulary each row is then
-// split over all of them (passes 1 and 2, the exp pass being most of a sampled row's time; the same
-// bits as a row on one thread, see tsdi::cpu::sample_row_split).
-constexpr int64_t kSplitMinVocab = 24576;
-
-void run_chunks(int64_t n, void (*task)(void*, int64_t, int64_t), void* arg) {
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { task(arg, begin, end); });
-}
-
-void sample_all_rows(tsdi::cpu::LogitsDType dtype, const tsdi::SamplingParams& p) {
-  if (p.vocab >= kSplitMinVocab && p.batch < at::get_num_threads() && !at::in_parallel_region()) {
-    for (int64_t b = 0; b < p.batch; ++b) {
-      tsdi::cpu::sample_row_split(dtype, p, b, thread_workspace(), &run_chunks);
-    }
-    return;
-  }
-  for_each_row_range(p, [dtype](const tsdi::SamplingParams& params, int64_t begin, int64_t end,
-                                tsdi::cpu::Workspace& ws) {
-    tsdi::cpu::sample_rows(dtype, params, begin, end, ws);
-  });
-}
-
 std::tuple<at::Tensor, at::Tensor> sample_cpu(const at::Tensor& logits,
                                               const std::optional<at::Tensor>& bias,
                                               const std::optional<at::Tensor>& positions,
@@ -70,7 +48,11 @@ std::tuple<at::Tensor, at::Tensor> sample_cpu(const at::Tensor& logits,
                                               c10::ArrayRef<double> row_floats,
                                               c10::ArrayRef<int64_t> row_ints) {
   SampleCall call = prepare_sample(logits, bias, positions, {row_tensors, row_floats, row_ints});
-  sample_all_rows(kernel_dtype(call.logits), call.params);
+  const auto dtype = kernel_dtype(call.logits);
+  for_each_row_range(call.params, [dtype](const tsdi::SamplingParams& params, int64_t begin,
+                                          int64_t end, tsdi::cpu::Workspace& ws) {
+    tsdi::cpu::sample_rows(dtype, params, begin, end, ws);
+  });
   return {call.tokens, call.valid};
 }
 
@@ -81,7 +63,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_logprobs_cpu(
     c10::ArrayRef<double> row_floats, c10::ArrayRef<int64_t> row_ints) {
   SampleCall call =
       prepare_sample(logits, bias, positions, {row_tensors, row_floats, row_ints}, true);
-  sample_all_rows(kernel_dtype(call.logits), call.params);
+  const auto dtype = kernel_dtype(call.logits);
+  for_each_row_range(call.params, [dtype](const tsdi::SamplingParams& params, int64_t begin,
+                                          int64_t end, tsdi::cpu::Workspace& ws) {
+    tsdi::cpu::sample_rows(dtype, params, begin, end, ws);
+  });
   return {call.tokens, call.valid, call.logprobs};
 }
 

@@ -54,11 +54,6 @@ struct Workspace {
   std::vector<float> candidates;  // [V] values inside the bracket that holds the threshold
   std::vector<float> candidates_next;  // [V] the next, narrower bracket (ping-pong)
   double hist_mass[1024];
-  // Per chunk of a row split over threads (sample_row_split): pass 1's maximum and status, pass 2's
-  // sum.
-  std::vector<float> chunk_max;
-  std::vector<int32_t> chunk_status;
-  std::vector<double> chunk_total;
 };
 
 // The instruction set the kernel runs with (x86-64): the widest the CPU has, or the one named by
@@ -94,15 +89,6 @@ void sample_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_be
                  int64_t row_end, Workspace& workspace);
 void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin, int64_t row_end,
                 Workspace& workspace);
-// Runs task(arg, begin, end) over disjoint ranges covering [0, n) (in parallel: the glue's thread
-// pool), returning when all have run.
-using ChunkRunner = void (*)(int64_t n, void (*task)(void* arg, int64_t begin, int64_t end),
-                             void* arg);
-// Row b of `params` sampled with passes 1 and 2 split over the threads of `run`, in tasks of whole
-// chunks of the row: for a batch too small to occupy the threads with rows. The same outputs, bit
-// for bit, as sample_rows (the float64 sum is made of the same chunk sums in the same order).
-void sample_row_split(LogitsDType dtype, const SamplingParams& params, int64_t b,
-                      Workspace& workspace, ChunkRunner run);
 // Pass 2 alone on `n` values x <= 0 in place (exp(x), as a row with maximum 0 at temperature 1
 // gets it), through the selected instruction set's build; returns their float64 sum. For tests.
 double exp_weights_in_place(float* values, int64_t n);
@@ -182,13 +168,14 @@ TSDI_ALWAYS_INLINE float clamp_inverse_temperature(float inv_temperature) {
                                        : inv_temperature;
 }
 
-// Pass 2 on one chunk of a row: w[i] = exp((d[i] - max) * scale) in place, returning the chunk's
-// float64 sum. kLanes float64 accumulators, one per vector lane: the float -> double widening and
-// the adds vectorise, a scalar double reduction would not.
-TSDI_ALWAYS_INLINE double exp_chunk(float* __restrict__ w, int64_t n, float row_max, float scale) {
+TSDI_ALWAYS_INLINE double exp_in_place(float* __restrict__ w, int64_t vocab, float row_max,
+                                       float inv_temperature) {
+  const float scale = clamp_inverse_temperature(inv_temperature);
+  // kLanes float64 accumulators, one per vector lane: the float -> double widening and the adds
+  // vectorise, a scalar double reduction would not.
   double lane_total[kLanes] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
+  for (; i + kLanes <= vocab; i += kLanes) {
     float e[kLanes];
 #pragma omp simd
     for (int j = 0; j < kLanes; ++j) {
@@ -198,31 +185,12 @@ TSDI_ALWAYS_INLINE double exp_chunk(float* __restrict__ w, int64_t n, float row_
 #pragma omp simd
     for (int j = 0; j < kLanes; ++j) lane_total[j] += static_cast<double>(e[j]);
   }
-  for (; i < n; ++i) {
+  for (; i < vocab; ++i) {
     w[i] = exp_nonpositive((w[i] - row_max) * scale);
     lane_total[0] += static_cast<double>(w[i]);
   }
   double total = 0.0;
   for (int j = 0; j < kLanes; ++j) total += lane_total[j];
-  return total;
-}
-
-// S is the sum of the chunk sums of kSumChunk consecutive values, added in chunk order: a row split
-// over threads (whole chunks per task, see sample_row_split) gets the bits of a row run on one
-// thread, whatever the batch size or the number of threads (contract §7: a row's token depends only
-// on its own inputs).
-constexpr int64_t kSumChunk = 16384;
-
-TSDI_ALWAYS_INLINE int64_t sum_chunks(int64_t vocab) { return (vocab + kSumChunk - 1) / kSumChunk; }
-
-TSDI_ALWAYS_INLINE double exp_in_place(float* __restrict__ w, int64_t vocab, float row_max,
-                                       float inv_temperature) {
-  const float scale = clamp_inverse_temperature(inv_temperature);
-  double total = 0.0;
-  for (int64_t start = 0; start < vocab; start += kSumChunk) {
-    const int64_t n = vocab - start < kSumChunk ? vocab - start : kSumChunk;
-    total += exp_chunk(w + start, n, row_max, scale);
-  }
   return total;
 }
 
@@ -1067,29 +1035,6 @@ TSDI_ALWAYS_INLINE int32_t greedy_row(const SamplingParams& p, int64_t b, const 
   return first_argmax<In, false>(logits, nullptr, 0.0f, p.vocab, argmax);
 }
 
-// The outputs of a row that cannot be sampled (contract §3).
-TSDI_ALWAYS_INLINE void write_invalid_sample(const SamplingParams& p, int64_t b) {
-  p.tokens[b] = 0;
-  p.valid[b] = false;
-  if (p.logprobs != nullptr) p.logprobs[2 * b] = p.logprobs[2 * b + 1] = __builtin_nanf("");
-}
-
-// Passes 3 and 4 of a sampled row whose weights `work` sum to `total`: the filters, the draw and
-// the log-probabilities.
-TSDI_ALWAYS_INLINE void sample_from_weights(const SamplingParams& p, int64_t b, const RowParams& rp,
-                                            float* work, double total, Workspace& ws) {
-  double kept = 0.0;
-  const float tau = filter_threshold(work, p.vocab, total, rp, ws, kept);
-  const double u = uniform_from_seed_offset(rp.seed, rp.offset);
-  const int64_t token = draw_token(work, p.vocab, tau, kept, u);
-  p.tokens[b] = token;
-  if (p.logprobs != nullptr) {  // from the sums already made: no pass over the row
-    const double log_w = std::log(static_cast<double>(work[token]));
-    p.logprobs[2 * b] = static_cast<float>(log_w - std::log(kept));
-    p.logprobs[2 * b + 1] = static_cast<float>(log_w - std::log(total));
-  }
-}
-
 template <typename In>
 TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace& ws) {
   const RowParams rp = resolve_row(p, b);
@@ -1101,52 +1046,29 @@ TSDI_ALWAYS_INLINE void sample_row(const SamplingParams& p, int64_t b, Workspace
   if (status == kRowOk) {
     status = greedy ? greedy_row<In>(p, b, rp, argmax) : debias_row<In>(p, b, rp, work, row_max);
   }
-  if (status != kRowOk) return write_invalid_sample(p, b);
+  float* logprobs = p.logprobs != nullptr ? p.logprobs + 2 * b : nullptr;
+  if (status != kRowOk) {
+    p.tokens[b] = 0;
+    p.valid[b] = false;
+    if (logprobs != nullptr) logprobs[0] = logprobs[1] = __builtin_nanf("");
+    return;
+  }
   p.valid[b] = true;
   if (greedy) {
     p.tokens[b] = argmax;
-    if (p.logprobs != nullptr) p.logprobs[2 * b] = p.logprobs[2 * b + 1] = 0.0f;
+    if (logprobs != nullptr) logprobs[0] = logprobs[1] = 0.0f;
     return;
   }
   const double total = exp_weights(work, p.vocab, row_max, 1.0f / rp.temperature);
-  sample_from_weights(p, b, rp, work, total, ws);
-}
-
-// One sampled row split over threads (sample_row_split in sampling_kernels.cpp): passes 1 and 2
-// run as tasks of whole kSumChunk chunks, each writing only its chunks' values and partial
-// results; passes 3 and 4 then run on the calling thread.
-struct SplitRow {
-  const SamplingParams* p;
-  int64_t b;
-  RowParams rp;
-  float* work;
-  float* chunk_max;
-  int32_t* chunk_status;
-  double* chunk_total;
-  float row_max;
-  float scale;
-};
-
-template <typename In>
-TSDI_ALWAYS_INLINE void split_pass1(SplitRow& s, int64_t chunk_begin, int64_t chunk_end) {
-  const SamplingParams& p = *s.p;
-  const In* logits = static_cast<const In*>(p.logits) + s.b * p.logits_row_stride;
-  for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-    const int64_t start = c * kSumChunk;
-    const int64_t n = p.vocab - start < kSumChunk ? p.vocab - start : kSumChunk;
-    s.chunk_status[c] = s.rp.bias != nullptr
-                            ? load_debiased<In, true>(logits + start, s.rp.bias + start, s.rp.alpha,
-                                                      n, s.work + start, s.chunk_max[c])
-                            : load_debiased<In, false>(logits + start, nullptr, 0.0f, n,
-                                                       s.work + start, s.chunk_max[c]);
-  }
-}
-
-TSDI_ALWAYS_INLINE void split_pass2(SplitRow& s, int64_t chunk_begin, int64_t chunk_end) {
-  for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-    const int64_t start = c * kSumChunk;
-    const int64_t n = s.p->vocab - start < kSumChunk ? s.p->vocab - start : kSumChunk;
-    s.chunk_total[c] = exp_chunk(s.work + start, n, s.row_max, s.scale);
+  double kept = 0.0;
+  const float tau = filter_threshold(work, p.vocab, total, rp, ws, kept);
+  const double u = uniform_from_seed_offset(rp.seed, rp.offset);
+  const int64_t token = draw_token(work, p.vocab, tau, kept, u);
+  p.tokens[b] = token;
+  if (logprobs != nullptr) {  // from the sums already made: no pass over the row
+    const double log_w = std::log(static_cast<double>(work[token]));
+    logprobs[0] = static_cast<float>(log_w - std::log(kept));
+    logprobs[1] = static_cast<float>(log_w - std::log(total));
   }
 }
 

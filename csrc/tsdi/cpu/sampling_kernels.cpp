@@ -22,12 +22,6 @@ void ensure_capacity(Workspace& ws, int64_t vocab) {
   if (ws.values.size() < v) ws.values.resize(v);
   if (ws.candidates.size() < v) ws.candidates.resize(v);
   if (ws.candidates_next.size() < v) ws.candidates_next.resize(v);
-  const size_t chunks = static_cast<size_t>(detail::sum_chunks(vocab));
-  if (ws.chunk_total.size() < chunks) {
-    ws.chunk_max.resize(chunks);
-    ws.chunk_status.resize(chunks);
-    ws.chunk_total.resize(chunks);
-  }
 }
 
 // One row loop per (instruction set, op); `Row` is detail::sample_row<In> or probs_row<In>.
@@ -45,50 +39,6 @@ TSDI_ROW_LOOP(sample_range_v4, TSDI_TARGET_V4, sample_row)
 TSDI_ROW_LOOP(probs_range_v4, TSDI_TARGET_V4, probs_row)
 #endif
 #undef TSDI_ROW_LOOP
-
-// The tasks of a row split over threads, one set per instruction set (see sample_row_split).
-using SplitTask = void (*)(void* row, int64_t chunk_begin, int64_t chunk_end);
-using SplitFinish = void (*)(const SamplingParams& p, int64_t b, const RowParams& rp, float* work,
-                             double total, Workspace& ws);
-struct SplitFns {
-  SplitTask pass1;
-  SplitTask pass2;
-  SplitFinish finish;
-};
-#define TSDI_SPLIT_TASKS(suffix, attribute)                                                     \
-  template <typename In>                                                                        \
-  attribute void split_pass1_##suffix(void* row, int64_t begin, int64_t end) {                  \
-    detail::split_pass1<In>(*static_cast<detail::SplitRow*>(row), begin, end);                  \
-  }                                                                                             \
-  attribute void split_pass2_##suffix(void* row, int64_t begin, int64_t end) {                  \
-    detail::split_pass2(*static_cast<detail::SplitRow*>(row), begin, end);                      \
-  }                                                                                             \
-  attribute void split_finish_##suffix(const SamplingParams& p, int64_t b, const RowParams& rp, \
-                                       float* work, double total, Workspace& ws) {              \
-    detail::sample_from_weights(p, b, rp, work, total, ws);                                     \
-  }                                                                                             \
-  template <typename In>                                                                        \
-  SplitFns split_fns_##suffix() {                                                               \
-    return {split_pass1_##suffix<In>, split_pass2_##suffix, split_finish_##suffix};             \
-  }
-TSDI_SPLIT_TASKS(baseline, )
-#if defined(TSDI_X86_ISA_DISPATCH)
-TSDI_SPLIT_TASKS(v3, TSDI_TARGET_V3)
-TSDI_SPLIT_TASKS(v4, TSDI_TARGET_V4)
-#endif
-#undef TSDI_SPLIT_TASKS
-
-template <typename In>
-SplitFns split_fns() {
-#if defined(TSDI_X86_ISA_DISPATCH)
-  switch (selected_isa()) {
-    case Isa::kX86_64_V4: return split_fns_v4<In>();
-    case Isa::kX86_64_V3: return split_fns_v3<In>();
-    default: break;
-  }
-#endif
-  return split_fns_baseline<In>();
-}
 
 template <typename In>
 void sample_range(const SamplingParams& p, int64_t begin, int64_t end, Workspace& ws) {
@@ -135,43 +85,6 @@ void sample_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_be
     case LogitsDType::kBFloat16:
       return sample_range<BFloat16Bits>(params, row_begin, row_end, workspace);
   }
-}
-
-void sample_row_split(LogitsDType dtype, const SamplingParams& p, int64_t b, Workspace& ws,
-                      ChunkRunner run) {
-  const RowParams rp = resolve_row(p, b);
-  if (rp.status != kRowOk || rp.temperature == 0.0f) {  // one read or none: not worth a split
-    return sample_rows(dtype, p, b, b + 1, ws);
-  }
-  ensure_capacity(ws, p.vocab);
-  const SplitFns fns = dtype == LogitsDType::kFloat32   ? split_fns<float>()
-                       : dtype == LogitsDType::kFloat16 ? split_fns<Float16Bits>()
-                                                        : split_fns<BFloat16Bits>();
-  const int64_t chunks = detail::sum_chunks(p.vocab);
-  detail::SplitRow row{&p,
-                       b,
-                       rp,
-                       ws.values.data(),
-                       ws.chunk_max.data(),
-                       ws.chunk_status.data(),
-                       ws.chunk_total.data(),
-                       0.0f,
-                       0.0f};
-  run(chunks, fns.pass1, &row);
-  float row_max = -detail::kInf;
-  bool non_finite = false;
-  for (int64_t c = 0; c < chunks; ++c) {
-    non_finite |= row.chunk_status[c] == kRowNonFinite;
-    row_max = row.chunk_max[c] > row_max ? row.chunk_max[c] : row_max;
-  }
-  if (non_finite || row_max == -detail::kInf) return detail::write_invalid_sample(p, b);
-  p.valid[b] = true;
-  row.row_max = row_max;
-  row.scale = detail::clamp_inverse_temperature(1.0f / rp.temperature);
-  run(chunks, fns.pass2, &row);
-  double total = 0.0;  // the chunk sums in chunk order, as detail::exp_in_place adds them
-  for (int64_t c = 0; c < chunks; ++c) total += row.chunk_total[c];
-  fns.finish(p, b, rp, ws.values.data(), total, ws);
 }
 
 void probs_rows(LogitsDType dtype, const SamplingParams& params, int64_t row_begin, int64_t row_end,
