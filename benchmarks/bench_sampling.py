@@ -170,7 +170,9 @@ def bias_for(vocab: int) -> torch.Tensor:
 # --- candidates --------------------------------------------------------------------------------
 
 
-def fused(logits, bias, **filters):
+def sampled(backend, logits, bias, **filters):
+    """The sampled step of every row on one backend: "cpu" (the fused op) or "torch" (the
+    reference)."""
     return tsdi_ext.sample(
         logits,
         bias=bias,
@@ -178,22 +180,17 @@ def fused(logits, bias, **filters):
         temperature=TEMPERATURE,
         seed=1,
         offset=0,
-        backend="cpu",
+        backend=backend,
         **filters,
     )
+
+
+def fused(logits, bias, **filters):
+    return sampled("cpu", logits, bias, **filters)
 
 
 def reference(logits, bias, **filters):
-    return tsdi_ext.sample(
-        logits,
-        bias=bias,
-        alpha=ALPHA,
-        temperature=TEMPERATURE,
-        seed=1,
-        offset=0,
-        backend="torch",
-        **filters,
-    )
+    return sampled("torch", logits, bias, **filters)
 
 
 def hf_scores(logits, bias, top_p=1.0, top_k=0, min_p=0.0):
