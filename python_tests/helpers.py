@@ -1,6 +1,7 @@
 """Input generators and statistics shared by the tests."""
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import scipy.stats
@@ -14,6 +15,18 @@ MIN_P_VALUE = 1e-6
 # Bins whose expected count is below this are merged into one (the chi-square approximation needs
 # expected counts of about 5 or more).
 MIN_EXPECTED = 5.0
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str):
+    """A script of the repository that is not part of the package (benchmarks/, tools/), imported
+    as a module from its file."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_logits(batch, vocab, *, kind="normal", dtype=torch.float32, device="cpu", seed=0):

@@ -3,7 +3,6 @@ its transformers and vLLM-style peers keep the contract's tokens, its alternatio
 candidate once a round in rotated order, its greedy inputs put the maximum where they say, and
 its summary names the worst row against the goal."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,14 @@ import torch
 
 import tsdi_ext
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_sampling", ROOT / "benchmarks" / "bench_sampling.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_sampling.py")
 
 
 def _kept(bench, logits, bias, **filters):

@@ -1,23 +1,19 @@
 """The GPU checks' tooling, checked without a GPU: the benchmark's target verdicts and memory
 floor (benchmarks/bench_cuda.py), and that every tools/ script parses."""
 
-import importlib.util
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench_cuda():
-    spec = importlib.util.spec_from_file_location(
-        "bench_cuda", ROOT / "benchmarks" / "bench_cuda.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports torch and transformers only: no GPU needed
-    return module
+    return load_script("benchmarks/bench_cuda.py")  # imports torch and transformers: no GPU needed
 
 
 def _row(batch, fused_us, torch_us, floor_us, dtype="float32", vocab=128256):

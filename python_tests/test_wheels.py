@@ -22,20 +22,15 @@ from packaging.requirements import Requirement
 import tsdi_ext
 from tsdi_ext.ops import _native
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 PY_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_wheel = load_tool("check_wheel")
-make_wheel_index = load_tool("make_wheel_index")
+check_wheel = load_script("tools/check_wheel.py")
+make_wheel_index = load_script("tools/make_wheel_index.py")
 
 pytestmark = pytest.mark.skipif(_native._C is None, reason="the native extension is not built")
 
