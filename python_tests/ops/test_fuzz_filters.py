@@ -109,20 +109,20 @@ def filter_cases(draw):
     return x, kwargs, draw_args
 
 
+def reference_rows(logits, kwargs, filtered):
+    """The reference's per-row weights and kept sets for a call's arguments, with its filters or
+    (``filtered=False``) with none."""
+    filters = (kwargs["top_p"], kwargs["top_k"], kwargs["min_p"]) if filtered else (1.0, 0, 0.0)
+    return reference._rows(
+        logits, kwargs.get("bias"), None, kwargs.get("alpha", 1.0), kwargs["temperature"], *filters
+    )
+
+
 def exact_rows(logits, kwargs):
     """[B] bool: rows whose float64 sums are exact (contract §8): every non-zero weight is at
     least 2^-e with V <= 2^(29 - e)."""
     batch, vocab = logits.shape
-    weights = reference._rows(
-        logits,
-        kwargs.get("bias"),
-        None,
-        kwargs.get("alpha", 1.0),
-        kwargs["temperature"],
-        1.0,
-        0,
-        0.0,
-    ).kept  # no filter: every weight
+    weights = reference_rows(logits, kwargs, filtered=False).kept  # every weight
     e = 29 - math.ceil(math.log2(vocab)) if vocab > 1 else 29
     smallest = torch.where(weights > 0, weights, torch.ones_like(weights)).amin(dim=1)
     return smallest >= 2.0**-e
@@ -133,16 +133,7 @@ def assert_token_differences_are_rounding(rows, logits, kwargs, draw_args, token
     u * K within the float64 sums' rounding (V * 2^-52 * K, contract §8)."""
     if not rows:
         return
-    row = reference._rows(
-        logits,
-        kwargs.get("bias"),
-        None,
-        kwargs.get("alpha", 1.0),
-        kwargs["temperature"],
-        kwargs["top_p"],
-        kwargs["top_k"],
-        kwargs["min_p"],
-    )
+    row = reference_rows(logits, kwargs, filtered=True)
     batch, vocab = logits.shape
     seed = draw_args["seed"]  # read as uint64
     seeds = torch.full((batch,), seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
