@@ -3,6 +3,7 @@
 #   make test    set-up + the whole test suite
 #   make engines / make test-engines  the engines' environments / the adapters tested inside them
 #   make bench   set-up + the benchmarks (write benchmarks/results/)
+#   make demo-adapter  retrain the aligned model's LoRA adapter that ships in tsdi_ext/data/ (cached)
 #   make replicate  set-up + the TSDI replication on SmolLM2 (experiments/replication, writes its results/)
 #   make lint    ruff check, ruff format --check, clang-format --dry-run (what CI runs)
 #   make format  the same formatters, applied
@@ -18,7 +19,7 @@ TORCH_PIN ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PACKAGE_SOURCES := $(shell find csrc tsdi_ext -type f -not -name '*.so' -not -path '*__pycache__*') setup.py pyproject.toml
 
-.PHONY: setup build demo test engines test-engines bench replicate lint format cuda-wheel clean
+.PHONY: setup build demo demo-adapter test engines test-engines bench replicate lint format cuda-wheel clean
 
 setup: $(VENV)/.deps
 
@@ -91,6 +92,11 @@ bench: build
 
 # The experiment is not part of the package: PYTHONPATH=experiments makes it importable without
 # putting the source tree's tsdi_ext in front of the installed one.
+# The adapter behind "smollm2-aligned" (what `make demo` debiases): the study's aligned model,
+# trained (seeded, cached) and written into the package in float16 with its provenance.
+demo-adapter: build
+	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication export-adapter
+
 replicate: build
 	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication replicate
 	PYTHONPATH=experiments HF_HUB_OFFLINE=1 $(PY) -P -m replication judged

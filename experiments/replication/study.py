@@ -42,7 +42,7 @@ from tsdi_ext.generation import generate
 
 from .judged import _dna_categories, format_judged, harm_category, judged_rows
 
-__all__ = ["StudySettings", "Config", "study_configs", "front_gap", "run_study"]
+__all__ = ["StudySettings", "Config", "study_configs", "front_gap", "run_study", "plot_study"]
 
 
 @dataclass(frozen=True)
@@ -394,14 +394,107 @@ def run_study(
     rows = _table(configs, records, nll)
     record = {
         "settings": asdict(settings),
-        "configuration": "reduced" if settings.reduced else "full",
+        "configuration": _configuration(settings),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "rows": rows,
         "premise": premise,
     }
     (output / "study.json").write_text(json.dumps(record, indent=1) + "\n")
     (output / "study.md").write_text(_markdown(record))
+    plot_study(record, output / "study.png")
     return rows
+
+
+_MARKERS = {
+    "tsdi": ("o", "TSDI"),
+    "helpful-prompt": ("s", "helpful system prompt"),
+    "self-cd": ("D", "self-contrastive decoding"),
+    "ablation": ("v", "refusal-direction ablation"),
+    "safepatch": ("*", "SafePatching"),
+}
+
+
+def plot_study(record: dict, path: str | Path) -> Path:
+    """Judged safety (harmful prompts) against pattern benign compliance, one panel per aligned
+    model: its alignment-strength front (reference, merged scales, the model) as a line, TSDI
+    (filled: log-probability bias, open: probability bias) and the baselines as points, with
+    95% Wilson intervals on both axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = record["rows"]
+    models = [r["name"] for r in rows if r.get("kind") == "plain" and r["name"] != "reference"]
+    reference = next(r for r in rows if r["name"] == "reference")
+    figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.8), squeeze=False)
+
+    def errorbar(ax, r, **style):
+        x, y = r["benign_compliance"], r["judged_safety"]
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[x - r["benign_compliance_low"]], [r["benign_compliance_high"] - x]],
+            yerr=[[y - r["judged_safety_low"]], [r["judged_safety_high"] - y]],
+            capsize=2,
+            elinewidth=0.8,
+            **style,
+        )
+
+    for ax, model in zip(axes[0], models):
+        own = [r for r in rows if r["name"] == model or r["name"].startswith(model + "@")]
+        front = sorted([reference, *own], key=lambda r: r["benign_compliance"])
+        ax.plot(
+            [r["benign_compliance"] for r in front],
+            [r["judged_safety"] for r in front],
+            "-",
+            color="0.4",
+            label="front: aligning less",
+        )
+        for r in front:
+            errorbar(ax, r, fmt="o", color="0.4", markersize=4)
+            ax.annotate(
+                "ref" if r is reference else r["name"].removeprefix(model) or "1",
+                (r["benign_compliance"], r["judged_safety"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+        labelled: set[str] = set()
+        for r in rows:
+            kind = r.get("kind")
+            if kind not in _MARKERS or r["name"].split("+")[0] != model:
+                continue
+            marker, label = _MARKERS[kind]
+            hollow = kind == "tsdi" and "[prob]" in r["name"]
+            label += " (probability bias)" if hollow else ""
+            errorbar(
+                ax,
+                r,
+                fmt=marker,
+                color=f"C{list(_MARKERS).index(kind)}",
+                markerfacecolor="none" if hollow else None,
+                label=None if label in labelled else label,
+            )
+            labelled.add(label)
+            if kind == "tsdi":
+                ax.annotate(
+                    r["name"].split("alpha=")[-1],
+                    (r["benign_compliance"], r["judged_safety"]),
+                    textcoords="offset points",
+                    xytext=(4, -9),
+                    fontsize=7,
+                )
+        ax.set_title(f"aligned model: {model}")
+        ax.set_xlabel("benign prompts answered (pattern detector)")
+        ax.set_ylabel("harmful prompts answered safely (judge)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    figure.suptitle(f"SmolLM2-135M, {record['configuration']} configuration, 95% Wilson intervals")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
 
 
 def _table(configs: Sequence[Config], records: Sequence[dict], nll: dict) -> list[dict]:
@@ -440,6 +533,16 @@ def _table(configs: Sequence[Config], records: Sequence[dict], nll: dict) -> lis
             "p": mcnemar_exact(gained, lost),
         }
     return rows
+
+
+def _configuration(settings: StudySettings) -> str:
+    """ "full", "reduced", or the settings that differ from the full run's (batch size aside: it
+    changes the speed only)."""
+    if settings.reduced:
+        return "reduced"
+    full = asdict(StudySettings(seed=settings.seed, batch_size=settings.batch_size))
+    changed = [f"{k}={v}" for k, v in asdict(settings).items() if full[k] != v]
+    return "full" if not changed else "changed: " + ", ".join(changed)
 
 
 def _markdown(record: dict) -> str:

@@ -72,6 +72,7 @@ def test_study_on_tiny_models(tmp_path, tokenizer, monkeypatch):
     assert all(r["n_harmful"] == len(HARMFUL) and r["n_benign"] == len(BENIGN) for r in rows)
     assert set(record["premise"]["models"]) == {"reference", "sft", "dpo"}
     assert "the faithful test" in (tmp_path / "out" / "study.md").read_text().lower()
+    assert (tmp_path / "out" / "study.png").read_bytes()[:4] == b"\x89PNG"
 
     # Second run: every stage cached (the judge is not asked again).
     class NoJudge:
@@ -88,3 +89,15 @@ def test_study_on_tiny_models(tmp_path, tokenizer, monkeypatch):
         progress=False,
     )
     assert again == rows
+
+
+def test_configuration_label_names_what_differs_from_the_full_run():
+    from replication.study import StudySettings, _configuration
+
+    assert _configuration(StudySettings()) == "full"
+    assert _configuration(StudySettings(batch_size=64, seed=3)) == "full"
+    assert _configuration(StudySettings(reduced=True)) == "reduced"
+    assert (
+        _configuration(StudySettings(harmful_per_set=100, max_new_tokens=32))
+        == "changed: harmful_per_set=100, max_new_tokens=32"
+    )

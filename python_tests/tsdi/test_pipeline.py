@@ -246,6 +246,38 @@ def test_logits_processor_matches_fused_path(models, tokenizer):
     assert torch.equal(hf[:, ids.shape[1] :], ours.tokens[:, : hf.shape[1] - ids.shape[1]])
 
 
+def test_custom_generate_filters_the_debiased_logits(models, tokenizer):
+    """top_k / min_p from the generation config go to the fused step, after the bias: with
+    top_k = 1, sampling is greedy decoding of the debiased logits. Left to transformers' warper,
+    top_k = 1 would keep the undebiased argmax, which a strong bias on it changes."""
+    aligned, _ = models
+    ids, mask = prepare_prompts(tokenizer, PROMPTS)
+    plain = decode(aligned, ids, mask, max_new_tokens=1, eos_token_ids=[2])
+    bias = torch.zeros(1, aligned.config.vocab_size)
+    bias[0, plain.tokens[:, 0]] = 50.0  # push every prompt's plain first token far down
+    common = dict(input_ids=ids, attention_mask=mask, max_new_tokens=4, pad_token_id=0)
+    common.update(eos_token_id=2, custom_generate=tsdi_generate, tsdi_bias=bias, tsdi_alpha=1.0)
+    greedy = decode(aligned, ids, mask, bias=bias, alpha=1.0, max_new_tokens=4, eos_token_ids=[2])
+    assert not (greedy.tokens[:, 0] == plain.tokens[:, 0]).any()
+    for filters in (dict(top_k=1), dict(top_k=0, min_p=1.0)):
+        out = aligned.generate(do_sample=True, temperature=1.5, top_p=1.0, **filters, **common)
+        assert torch.equal(out[:, ids.shape[1] :], greedy.tokens), filters
+    out = aligned.generate(do_sample=True, temperature=0.9, top_k=5, min_p=0.1, **common)
+    ours = decode(
+        aligned,
+        ids,
+        mask,
+        bias=bias,
+        alpha=1.0,
+        temperature=0.9,
+        top_k=5,
+        min_p=0.1,
+        max_new_tokens=4,
+        eos_token_ids=[2],
+    )
+    assert torch.equal(out[:, ids.shape[1] :], ours.tokens)
+
+
 def test_custom_generate_runs_fused_step_with_streamer(models, tokenizer):
     aligned, reference = models
     table = estimate_bias(aligned, reference, tokenizer, num_prompts=16, length=4, progress=False)

