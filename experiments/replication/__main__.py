@@ -278,10 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reduced", action="store_true", help="the smaller, labelled configuration")
     p.add_argument(
-        "--harmful-per-set", type=int, default=None, help="harmful prompts per set (default 200)"
+        "--harmful-per-set", type=int, default=None, help="harmful prompts per set (default 100)"
     )
-    p.add_argument("--batch-size", type=int, default=None, help="generation batch (default 32)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default 40)")
+    p.add_argument("--batch-size", type=int, default=None, help="generation batch (default 64)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=study_command)
     return parser

@@ -47,9 +47,11 @@ __all__ = ["StudySettings", "Config", "study_configs", "front_gap", "run_study",
 
 @dataclass(frozen=True)
 class StudySettings:
-    """Everything the study does (the cache keys hash it). The defaults are the full run."""
+    """Everything the study does (the cache keys hash it). The defaults are the full run: about
+    80 minutes cold on 2 CPU cores (the two trainings 30 of them); 200 harmful prompts per set
+    and 40 tokens per answer would take about 2.5 hours."""
 
-    harmful_per_set: int | None = 200
+    harmful_per_set: int | None = 100
     borderline: bool = True
     scales: tuple[float, ...] = (0.25, 0.5, 0.75)
     alphas_logprob: tuple[float, ...] = (0.25, 0.5, 1.0)
@@ -63,8 +65,8 @@ class StudySettings:
     patch_learning_rate: float = 1e-5
     patch_top_fraction: float = 0.1
     patch_retain: float = 0.5
-    max_new_tokens: int = 40
-    batch_size: int = 32
+    max_new_tokens: int = 32
+    batch_size: int = 64
     seed: int = 0
     reduced: bool = False  # a label only: set by the reduced configuration
 
@@ -133,9 +135,12 @@ def _random_text_prompts(count: int, seed: int, words: int = 16) -> list[str]:
     return [" ".join(rng.choice(vocabulary) for _ in range(words)) for _ in range(count)]
 
 
-def _generate_all(fn: Callable[[list[str]], list[str]], prompts, tokenizer, batch_size):
+def _generate_all(fn: Callable[[list[str]], list[str]], prompts, tokenizer, batch_size, kinds=None):
+    """``fn`` over ``prompts`` in batches of similar length, one kind (harmful, benign) per batch
+    where ``kinds`` is given: a batch stops when all its answers have, and refusals are short."""
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    kinds = kinds or [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: (kinds[i], lengths[i]))
     texts = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -333,8 +338,9 @@ def run_study(
         def compute(config=config):
             fn = _answers(config, models, tokenizer, biases, settings)
             prompts = [p for s in sets for p in s.prompts]
-            texts = _generate_all(fn, prompts, tokenizer, settings.batch_size)
             owners = [s for s in sets for _ in s.prompts]
+            kinds = [s.kind for s in owners]
+            texts = _generate_all(fn, prompts, tokenizer, settings.batch_size, kinds)
             refusals = scorer(prompts, texts)
             achieved = judge.probabilities(prompts, texts)
             benign_answers = [

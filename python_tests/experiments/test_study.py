@@ -98,6 +98,6 @@ def test_configuration_label_names_what_differs_from_the_full_run():
     assert _configuration(StudySettings(batch_size=64, seed=3)) == "full"
     assert _configuration(StudySettings(reduced=True)) == "reduced"
     assert (
-        _configuration(StudySettings(harmful_per_set=100, max_new_tokens=32))
-        == "changed: harmful_per_set=100, max_new_tokens=32"
+        _configuration(StudySettings(harmful_per_set=200, max_new_tokens=40))
+        == "changed: harmful_per_set=200, max_new_tokens=40"
     )

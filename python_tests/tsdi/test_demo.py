@@ -75,7 +75,6 @@ def test_aligned_model_is_smollm2_plus_the_adapter():
 
 
 def test_demo_runs_end_to_end(capsys):
-    pytest.importorskip("garak")
     assert (
         main(
             [
