@@ -360,11 +360,28 @@ def demo(args: argparse.Namespace) -> int:
         text = [f"{c['rate']:.2f} [{c['low']:.2f}, {c['high']:.2f}]" for c in cells]
         print(f"{label:<18}" + "".join(f"{t:<24}" for t in text))
     width = max(len(label) for label in runs) + 2
+    plain, debiased = answers.values()
+    changed = [i for i in range(len(prompts)) if plain[i] != debiased[i]]
+    print(
+        f"TSDI changed {sum(i < n for i in changed)} of the {n} harmful and "
+        f"{sum(i >= n for i in changed)} of the {n} benign answers"
+    )
+
+    def show(i: int, kind: str) -> None:
+        print(f"\n### [{kind}] {prompts[i]}")
+        for label in runs:
+            print(f"{f'[{label}]':<{width}} {answers[label][i]}")
+
     for kind, offset in (("harmful", 0), ("benign", n)):
+        print(f"\n## the first {min(args.show, n)} {kind} prompts drawn")
         for i in range(offset, offset + min(args.show, n)):
-            print(f"\n### [{kind}] {prompts[i]}")
-            for label in runs:
-                print(f"{f'[{label}]':<{width}} {answers[label][i]}")
+            show(i, kind)
+        # The answers TSDI changed, in the order drawn (the first ones are shown above anyway).
+        rest = [i for i in changed if offset + args.show <= i < offset + n][: args.show]
+        if rest:
+            print(f"\n## {kind} answers TSDI changed, the first {len(rest)} in the order drawn")
+            for i in rest:
+                show(i, kind)
     return 0
 
 

@@ -3,7 +3,7 @@
 transformers loads this file and calls ``generate(model=model, **arguments_of_generate)``. The work
 is done by the installed ``tsdi_ext`` package (see requirements.txt): this function only turns the
 bias argument into a table and hands the call to ``tsdi_ext.hf.tsdi_generate``, the fused
-debias + temperature + top-p + sample decoding loop.
+debias + temperature + top-k + top-p + min-p + sample decoding loop.
 """
 
 from tsdi_ext import BiasTable

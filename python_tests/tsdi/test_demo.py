@@ -3,6 +3,7 @@ adapter merged into SmolLM2). Slow: loads SmolLM2 (converted to the cache on fir
 
 import importlib.util
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -96,8 +97,13 @@ def test_demo_runs_end_to_end(capsys):
     assert "over 4 harmful and 4 benign prompts drawn at random" in out
     rows = [line for line in out.splitlines() if line.startswith(("aligned ", "TSDI alpha=0.5 "))]
     assert len(rows) == 2 and all(row.count("[") == 3 for row in rows)
-    assert out.count("### [harmful] ") == 1 and out.count("### [benign] ") == 1
-    assert out.count("\n[aligned] ") == 2 and out.count("\n[TSDI alpha=0.5] ") == 2
+    changed = [
+        int(x) for x in re.findall(r"TSDI changed (\d+) of the 4 harmful and (\d+) of", out)[0]
+    ]
+    # The first drawn prompt of each kind, and at most one more of each that TSDI changed.
+    shown = 2 + sum(min(c, 1) for c in changed)  # an upper bound: the first may be a changed one
+    assert 2 <= out.count("### [") <= shown
+    assert out.count("\n[aligned] ") == out.count("\n[TSDI alpha=0.5] ") == out.count("### [")
 
 
 def test_demo_names_the_missing_data_packages(monkeypatch, capsys):
