@@ -97,6 +97,8 @@ def test_configuration_label_names_what_differs_from_the_full_run():
     assert _configuration(StudySettings()) == "full"
     assert _configuration(StudySettings(batch_size=64, seed=3)) == "full"
     assert _configuration(StudySettings(reduced=True)) == "reduced"
+    # A record's settings come back from JSON with lists for tuples.
+    assert _configuration(StudySettings(scales=[0.25, 0.5, 0.75])) == "full"
     assert (
         _configuration(StudySettings(harmful_per_set=200, max_new_tokens=40))
         == "changed: harmful_per_set=200, max_new_tokens=40"
