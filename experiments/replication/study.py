@@ -554,6 +554,7 @@ def _configuration(settings: StudySettings) -> str:
     changes the speed only)."""
     if settings.reduced:
         return "reduced"
+
     def plain(s: StudySettings) -> dict:  # tuples as lists, as a record read back from JSON has
         return json.loads(json.dumps(asdict(s)))
 
