@@ -122,10 +122,14 @@ def test_extension_and_front_end_list_the_same_row_parameters():
     assert "built from other sources" in message and "('top_p', 'float')" in message
 
 
-def test_demo_compare_can_be_turned_off():
-    from tsdi_ext.cli import build_parser
+def test_demo_defaults_are_the_studys_setting():
+    from tsdi_ext.cli import DEMO_SETTINGS, build_parser
 
-    parser = build_parser()
-    assert parser.parse_args(["demo"]).compare is True
-    assert parser.parse_args(["demo", "--no-compare"]).compare is False
-    assert parser.parse_args(["demo", "--compare"]).compare is True
+    args = build_parser().parse_args(["demo"])
+    assert (args.score, args.length, args.num_prompts, args.alpha) == (
+        DEMO_SETTINGS["score"],
+        DEMO_SETTINGS["length"],
+        DEMO_SETTINGS["num_prompts"],
+        DEMO_SETTINGS["alpha"],
+    )
+    assert (args.rate_prompts, args.show, args.temperature) == (48, 3, 0.0)  # greedy, as the study
