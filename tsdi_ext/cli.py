@@ -115,6 +115,17 @@ def format_logprobs(tokenizer, result, row: int) -> str:
     return "\n".join(lines)
 
 
+def _decoding_settings(args) -> dict:
+    """``generate``'s decoding arguments from the options of :func:`_add_generation_options`."""
+    return dict(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        max_new_tokens=args.max_new_tokens,
+    )
+
+
 def _side_by_side(model, tokenizer, prompts, table, args) -> None:
     """Each prompt's completions, plain and debiased: streamed as the tokens come, one prompt at a
     time (or, with --no-stream, in batches behind a progress bar). Prompt i is seeded
@@ -123,14 +134,7 @@ def _side_by_side(model, tokenizer, prompts, table, args) -> None:
     from .generation import generate
 
     logprobs = getattr(args, "logprobs", False)
-    settings = dict(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        min_p=args.min_p,
-        max_new_tokens=args.max_new_tokens,
-        return_logprobs=logprobs,
-    )
+    settings = dict(_decoding_settings(args), return_logprobs=logprobs)
     runs = []
     if args.compare or table is None:
         runs.append(("[plain]            ", {}))
@@ -316,13 +320,7 @@ def demo(args: argparse.Namespace) -> int:
         for kind in ("harmful", "benign")
     }
     prompts = drawn["harmful"] + drawn["benign"]
-    settings = dict(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        min_p=args.min_p,
-        max_new_tokens=args.max_new_tokens,
-    )
+    settings = _decoding_settings(args)
     runs = {"aligned": {}, f"TSDI alpha={args.alpha:g}": dict(bias=table, alpha=args.alpha)}
     answers = {label: [""] * len(prompts) for label in runs}
     from tqdm.auto import tqdm
