@@ -9,15 +9,28 @@
   ``l = l_plain - gamma * (l_safety - l_plain)``: the refusal tendency the safety prompt
   amplifies is subtracted, greedily, one context per variant (two KV caches).
 * **Refusal-direction ablation** (Arditi et al., 2024, "Refusal in Language Models Is Mediated by
-  a Single Direction"), :func:`refusal_direction` and :func:`ablate_direction`: the difference of
-  the mean residual-stream activations at the last prompt token on harmful and harmless prompts
-  (at one layer's output), unit-normalised, then projected out of every decoder layer's output
-  (``h - (h . r) r``) while decoding.
+  a Single Direction"), :func:`select_refusal_direction` and :func:`ablate_direction`, as the
+  paper does it: candidate directions are the differences of the mean residual-stream
+  activations (the input of each decoder layer) on harmful and harmless training prompts at
+  each of the last ``positions`` prompt tokens (the template tokens after the instruction);
+  each candidate is scored on held-out prompts by the refusal margin it leaves on harmful ones
+  when ablated (``bypass``, lower is better), the refusal margin it induces on harmless ones when
+  added at its layer (``induce``), and the KL divergence ablation causes on harmless next-token
+  distributions (``kl``); the kept candidates have ``induce > 0``, ``kl < 0.1`` and a layer below
+  ``0.8 L``, and the one with the lowest ``bypass`` is chosen. Ablation projects the unit
+  direction out of everything that writes to the residual stream (the embeddings, every
+  attention and every MLP output: ``x - (x . r) r``), so no layer ever reads it.
+
+  Why the selection matters: a direction taken blindly from the middle layer (what this study
+  first did) also carries the attention-sink token's massive activation (norm about 25,000
+  against about 150 for other tokens on SmolLM2) and a common-mode part of every token's state;
+  ablating it emptied every answer (the model emitted only newlines).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,7 +41,10 @@ __all__ = [
     "SAFETY_SYSTEM_PROMPT",
     "render_with_system",
     "contrastive_generate",
+    "candidate_directions",
     "refusal_direction",
+    "DirectionChoice",
+    "select_refusal_direction",
     "ablate_direction",
 ]
 
@@ -126,28 +142,182 @@ def _layers(model):
     return model.model.layers
 
 
+def _last_position_states(model, tokenizer, prompts: Sequence[str], positions: int) -> torch.Tensor:
+    """``[layers, positions, hidden]``: the mean over ``prompts`` of the input of each decoder
+    layer at each of the last ``positions`` prompt tokens (left padding aligns the ends)."""
+    ids, mask = prepare_prompts(tokenizer, prompts)
+    positions_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    hidden = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions_ids, output_hidden_states=True
+    ).hidden_states  # [0] is the embedding output = the input of layer 0; [-1] is normed
+    layers = len(_layers(model))
+    return torch.stack([hidden[i][:, -positions:].float().mean(dim=0) for i in range(layers)])
+
+
 @torch.inference_mode()
-def refusal_direction(
-    model, tokenizer, harmful: Sequence[str], harmless: Sequence[str], *, layer: int
+def candidate_directions(
+    model, tokenizer, harmful: Sequence[str], harmless: Sequence[str], *, positions: int = 5
 ) -> torch.Tensor:
-    """Unit difference of the mean output of decoder layer ``layer`` at the last prompt token,
-    harmful minus harmless (through the chat template)."""
+    """``[layers, positions, hidden]`` differences of mean layer inputs, harmful minus harmless,
+    at the last ``positions`` prompt tokens (through the chat template); not normalised."""
+    return _last_position_states(model, tokenizer, harmful, positions) - _last_position_states(
+        model, tokenizer, harmless, positions
+    )
 
-    def mean_activation(prompts):
-        ids, mask = prepare_prompts(tokenizer, prompts)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        hidden = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True
-        ).hidden_states[layer + 1]  # hidden_states[0] is the embedding output
-        return hidden[:, -1].float().mean(dim=0)
 
-    direction = mean_activation(harmful) - mean_activation(harmless)
+def refusal_direction(
+    model,
+    tokenizer,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    layer: int,
+    position: int = -1,
+) -> torch.Tensor:
+    """The unit candidate direction at the input of decoder ``layer`` and prompt token
+    ``position`` (negative: from the end)."""
+    positions = -position if position < 0 else position + 1
+    raw = candidate_directions(model, tokenizer, harmful, harmless, positions=positions)
+    direction = raw[layer, position if position < 0 else -positions]
     return direction / direction.norm()
 
 
+@dataclass
+class DirectionChoice:
+    """The chosen candidate (module docstring) and every candidate's scores."""
+
+    direction: torch.Tensor  # unit
+    layer: int
+    position: int  # negative: from the end of the prompt
+    filters_met: str  # "all", or which filters had to be dropped to keep any candidate
+    scores: list[dict] = field(default_factory=list)
+
+
+def _last_logprobs(model, tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+    ids, mask = prepare_prompts(tokenizer, prompts)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    # The LM head at the last position only (a fifth of SmolLM2's forward pass at every position).
+    hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=positions)
+    logits = model.lm_head(hidden.last_hidden_state[:, -1])
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _refusal_margin(logprobs: torch.Tensor, opening: torch.Tensor) -> float:
+    refusal = torch.logsumexp(logprobs[:, opening], dim=-1)
+    rest = torch.logsumexp(logprobs.masked_fill(opening, float("-inf")), dim=-1)
+    return float((refusal - rest).mean())
+
+
+def _add_at_layer(model, layer: int, vector: torch.Tensor):
+    """Adds ``vector`` to the input of decoder ``layer`` at every position (a pre-hook)."""
+
+    def hook(module, args, kwargs):
+        if args:
+            hidden = args[0]
+            return (hidden + vector.to(hidden.dtype), *args[1:]), kwargs
+        hidden = kwargs["hidden_states"]
+        return args, {**kwargs, "hidden_states": hidden + vector.to(hidden.dtype)}
+
+    return [_layers(model)[layer].register_forward_pre_hook(hook, with_kwargs=True)]
+
+
+# The KL limit is relaxed step by step, least first, where no candidate meets it: on SmolLM2-135M
+# no candidate reaches Arditi et al.'s 0.1 (the lowest, 0.13, at a layer that does not bypass).
+_KL_LADDER = (1, 2.5, 5, 10, 20, 50, 100)
+
+
+@torch.inference_mode()
+def select_refusal_direction(
+    model,
+    tokenizer,
+    harmful_train: Sequence[str],
+    harmless_train: Sequence[str],
+    harmful_val: Sequence[str],
+    harmless_val: Sequence[str],
+    *,
+    opening_ids: Sequence[int],
+    positions: int = 5,
+    max_layer_fraction: float = 0.8,
+    kl_limit: float = 0.1,
+) -> DirectionChoice:
+    """Arditi et al.'s selection (module docstring). ``opening_ids``: the tokens a refusal opens
+    with (the refusal margin is ``log P(openings) - log P(rest)`` at the first answer token).
+    When no candidate passes every filter, the KL limit is raised step by step (``_KL_LADDER``
+    times ``kl_limit``), then the same without the ``induce`` filter, then the candidate with the
+    lowest KL is taken; ``filters_met`` says which filters the chosen one met."""
+    harmful_mean = _last_position_states(model, tokenizer, harmful_train, positions)
+    raw = harmful_mean - _last_position_states(model, tokenizer, harmless_train, positions)
+    layers = raw.shape[0]
+    vocab = _last_logprobs(model, tokenizer, harmless_val[:1]).shape[-1]
+    opening = torch.zeros(vocab, dtype=torch.bool)
+    opening[list(opening_ids)] = True
+    plain = _last_logprobs(model, tokenizer, harmless_val)
+    scores = []
+    for layer in range(layers):
+        if layer >= max_layer_fraction * layers:
+            break
+        for index in range(positions):
+            vector = raw[layer, index]
+            # Equal states up to rounding (e.g. the embedding of a template token): no direction.
+            if float(vector.norm()) <= 1e-5 * float(harmful_mean[layer, index].norm()):
+                continue
+            unit = vector / vector.norm()
+            handles = ablate_direction(model, unit)
+            try:
+                bypass = _refusal_margin(_last_logprobs(model, tokenizer, harmful_val), opening)
+                ablated = _last_logprobs(model, tokenizer, harmless_val)
+            finally:
+                for h in handles:
+                    h.remove()
+            kl = float((plain.exp() * (plain - ablated)).sum(dim=-1).mean())
+            handles = _add_at_layer(model, layer, vector)
+            try:
+                induce = _refusal_margin(_last_logprobs(model, tokenizer, harmless_val), opening)
+            finally:
+                for h in handles:
+                    h.remove()
+            scores.append(
+                {
+                    "layer": layer,
+                    "position": index - positions,
+                    "bypass": round(bypass, 4),
+                    "induce": round(induce, 4),
+                    "kl": round(kl, 5),
+                }
+            )
+    if not scores:
+        raise ValueError(
+            "tsdi_ext: no candidate refusal direction (harmful and harmless states agree)"
+        )
+    best, name = None, ""
+    for require_induce in (True, False):
+        for factor in _KL_LADDER:
+            limit = kl_limit * factor
+            kept = [
+                s for s in scores if s["kl"] < limit and (s["induce"] > 0 or not require_induce)
+            ]
+            if kept:
+                best = min(kept, key=lambda s: s["bypass"])
+                name = ("induce > 0, " if require_induce else "") + f"kl < {limit:g}, layer"
+                break
+        if best is not None:
+            break
+    if best is None:
+        name, best = "layer only (lowest kl)", min(scores, key=lambda s: s["kl"])
+    vector = raw[best["layer"], best["position"]]
+    return DirectionChoice(
+        direction=vector / vector.norm(),
+        layer=best["layer"],
+        position=best["position"],
+        filters_met=name,
+        scores=scores,
+    )
+
+
 def ablate_direction(model, direction: torch.Tensor):
-    """Projects ``direction`` out of every decoder layer's output (forward hooks); returns the
-    handles (``handle.remove()`` undoes it)."""
+    """Projects the unit ``direction`` out of the embeddings and out of every attention and MLP
+    output (forward hooks), so the residual stream never holds it; returns the handles
+    (``handle.remove()`` undoes it)."""
     unit = (direction / direction.norm()).float()
 
     def hook(module, inputs, output):
@@ -156,4 +326,7 @@ def ablate_direction(model, direction: torch.Tensor):
         projected = hidden - (hidden @ r).unsqueeze(-1) * r
         return (projected, *output[1:]) if isinstance(output, tuple) else projected
 
-    return [layer.register_forward_hook(hook) for layer in _layers(model)]
+    writers = [model.model.embed_tokens]
+    for layer in _layers(model):
+        writers += [layer.self_attn, layer.mlp]
+    return [module.register_forward_hook(hook) for module in writers]

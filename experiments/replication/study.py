@@ -59,7 +59,9 @@ class StudySettings:
     bias_length: int = 1
     bias_prompts: int = 256
     contrast_gamma: float = 1.0
-    ablation_layer: int | None = None  # default: the middle decoder layer
+    # None: Arditi et al.'s selection over layers and positions (baselines.py); a layer: the
+    # difference of means at that layer's input, last prompt token, without selection.
+    ablation_layer: int | None = None
     patch_examples: int = 64
     patch_steps: int = 16
     patch_learning_rate: float = 1e-5
@@ -182,7 +184,7 @@ def _answers(config: Config, models, tokenizer, biases, settings):
             model, tokenizer, ps, gamma=settings.contrast_gamma, max_new_tokens=n
         )
     if config.kind == "ablation":
-        direction = biases[(config.aligned, "refusal-direction")]
+        direction = torch.tensor(biases[(config.aligned, "refusal-direction")]["direction"])
 
         def ablated(ps):
             handles = ablate_direction(model, direction)
@@ -194,6 +196,30 @@ def _answers(config: Config, models, tokenizer, biases, settings):
 
         return ablated
     raise ValueError(f"tsdi_ext: unknown configuration kind {config.kind!r}")
+
+
+class _Lazy(dict):
+    """A dict whose missing entries are computed on first use by ``loaders[key]()``: a rerun
+    whose answers are all cached loads no model and trains nothing."""
+
+    def __init__(self, loaded=(), loaders=None):
+        super().__init__(loaded)
+        self.loaders = dict(loaders or {})
+
+    def __missing__(self, key):
+        if key not in self.loaders:
+            raise KeyError(key)
+        value = self[key] = self.loaders[key]()
+        return value
+
+
+# Enters the ablation row's cache key (the rest of the study's keys are unchanged by it): v2 is
+# Arditi et al.'s selection and whole-stream ablation; v1 (middle layer, layer outputs only)
+# emptied every answer.
+ABLATION_METHOD = "selected-v2"
+# Candidates at the last prompt token only: Arditi et al. search every post-instruction token
+# (5 here), which would take 5 times the selection's 4 minutes on this machine.
+ABLATION_POSITIONS = 1
 
 
 def _cached_json(path: Path, key: str, compute: Callable[[], object]):
@@ -223,7 +249,7 @@ def run_study(
     real models, trained or loaded from the cache); ``sets`` and ``patch_prompts`` default to
     the evaluation sets and AdvBench (SafePatching's harmful data, disjoint from the evaluation).
     """
-    from .baselines import refusal_direction
+    from .baselines import refusal_direction, select_refusal_direction
     from .premise import interpolate, premise_diagnostic, refusal_opening_ids
     from .realign import refusal_responses
     from .safepatching import (
@@ -241,7 +267,8 @@ def run_study(
     key = settings.key()
     if load_models is None:
         load_models = _real_models
-    models, tokenizer = load_models()
+    loaded, tokenizer = load_models()
+    models = loaded if isinstance(loaded, _Lazy) else _Lazy(loaded)
     seconds["models"] = time.perf_counter() - started
     sets = (
         list(sets)
@@ -256,8 +283,10 @@ def run_study(
     mark = time.perf_counter()
     for a in ("sft", "dpo"):
         for s in settings.scales:
-            models[f"{a}@{s:g}"] = interpolate(models["reference"], models[a], s)
-    biases: dict = {}
+            models.loaders[f"{a}@{s:g}"] = lambda a=a, s=s: interpolate(
+                models["reference"], models[a], s
+            )
+    biases = _Lazy()
     for a in ("sft", "dpo"):
         for score in ("logprob", "prob"):
             path = output / "biases" / f"{a}-{score}-{key}.pt"
@@ -275,27 +304,65 @@ def run_study(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(table.bias, path)
             biases[(a, score)] = torch.load(path)
-    layer = settings.ablation_layer
-    if layer is None:
-        layer = len(models["sft"].model.layers) // 2
-    # The refusal direction from training prompts only (AdvBench vs the benign training set).
+    seconds["front, biases"] = time.perf_counter() - mark
+    # The refusal direction and SafePatching's data: training prompts only (AdvBench, disjoint
+    # from the evaluation, and the benign training set); the direction's selection scores on
+    # further AdvBench and benign training prompts.
     from .realign import benign_train_prompts
 
     pool = list(patch_prompts) if patch_prompts is not None else advbench_prompts()
     rng = random.Random(settings.seed)
     train_harmful = rng.sample(pool, min(settings.patch_examples, len(pool)))
     train_benign = benign_train_prompts()[: len(train_harmful)]
-    biases[("sft", "refusal-direction")] = refusal_direction(
-        models["sft"], tokenizer, train_harmful, train_benign, layer=layer
-    )
-    seconds["front, biases, direction"] = time.perf_counter() - mark
 
-    mark = time.perf_counter()
-    patched = output / "safepatch" / f"sft-{key}.pt"
-    if patched.is_file():
-        merged = interpolate(models["sft"], models["sft"], 1.0)
-        merged.load_state_dict(torch.load(patched))
-    else:
+    def direction():
+        mark = time.perf_counter()
+        if settings.ablation_layer is not None:
+            unit = refusal_direction(
+                models["sft"], tokenizer, train_harmful, train_benign, layer=settings.ablation_layer
+            )
+            choice = {"layer": settings.ablation_layer, "position": -1, "filters_met": "fixed"}
+        else:
+            taken = set(train_harmful)
+            rest = [p for p in pool if p not in taken]
+            # (A pool with no prompt left over, as in the tests: the training prompts.)
+            val_harmful = random.Random(settings.seed + 1).sample(rest, min(32, len(rest)))
+            val_harmful = val_harmful or train_harmful
+            benign_all = benign_train_prompts()
+            val_benign = benign_all[len(train_harmful) : len(train_harmful) + 32] or benign_all[:32]
+            picked = select_refusal_direction(
+                models["sft"],
+                tokenizer,
+                train_harmful,
+                train_benign,
+                val_harmful,
+                val_benign,
+                opening_ids=refusal_opening_ids(tokenizer, refusal_responses()),
+                positions=ABLATION_POSITIONS,
+            )
+            unit = picked.direction
+            choice = {
+                "layer": picked.layer,
+                "position": picked.position,
+                "filters_met": picked.filters_met,
+                "scores": picked.scores,
+            }
+        seconds["refusal direction"] = time.perf_counter() - mark
+        return {**choice, "direction": [round(float(x), 7) for x in unit]}
+
+    biases.loaders[("sft", "refusal-direction")] = lambda: _cached_json(
+        output / "refusal_direction.json",
+        f"{key}:{ABLATION_METHOD}:{ABLATION_POSITIONS}",
+        direction,
+    )
+
+    def safepatch():
+        mark = time.perf_counter()
+        patched = output / "safepatch" / f"sft-{key}.pt"
+        if patched.is_file():
+            merged = interpolate(models["sft"], models["sft"], 1.0)
+            merged.load_state_dict(torch.load(patched))
+            return merged
         answers = generate(
             models["reference"], tokenizer, train_harmful, max_new_tokens=settings.max_new_tokens
         ).texts
@@ -319,8 +386,10 @@ def run_study(
         )
         patched.parent.mkdir(parents=True, exist_ok=True)
         torch.save(merged.state_dict(), patched)
-    models["sft+safepatch"] = merged
-    seconds["SafePatching"] = time.perf_counter() - mark
+        seconds["SafePatching"] = time.perf_counter() - mark
+        return merged
+
+    models.loaders["sft+safepatch"] = safepatch
 
     mark = time.perf_counter()
     scorer = PatternRefusalDetector()
@@ -334,6 +403,8 @@ def run_study(
     for config in configs:
         path = output / "responses" / f"{config.name.replace('/', '_')}.jsonl"
         config_key = f"{key}:{config.name}"
+        if config.kind == "ablation":
+            config_key += f":{ABLATION_METHOD}:{ABLATION_POSITIONS}"
 
         def compute(config=config):
             fn = _answers(config, models, tokenizer, biases, settings)
@@ -405,6 +476,11 @@ def run_study(
         "rows": rows,
         "premise": premise,
     }
+    chosen = biases.get(("sft", "refusal-direction"))
+    if chosen is not None:
+        record["refusal_direction"] = {
+            k: chosen[k] for k in ("layer", "position", "filters_met") if k in chosen
+        }
     write_study(record, output)
     return rows
 
@@ -593,6 +669,8 @@ def _real_models():
     from .realign import RealignSettings, realign
 
     reference, tokenizer = load_model(SMOLLM2)
-    sft, _ = load_model(str(realign(SMOLLM2, RealignSettings())))
-    dpo, _ = load_model(str(dpo_align(SMOLLM2, DPOSettings())))
-    return {"reference": reference, "sft": sft, "dpo": dpo}, tokenizer
+    loaders = {
+        "sft": lambda: load_model(str(realign(SMOLLM2, RealignSettings())))[0],
+        "dpo": lambda: load_model(str(dpo_align(SMOLLM2, DPOSettings())))[0],
+    }
+    return _Lazy({"reference": reference}, loaders), tokenizer
