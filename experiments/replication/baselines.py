@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,7 @@ __all__ = [
     "DirectionChoice",
     "select_refusal_direction",
     "ablate_direction",
+    "hooked",
 ]
 
 HELPFUL_SYSTEM_PROMPT = (
@@ -189,7 +191,7 @@ class DirectionChoice:
     direction: torch.Tensor  # unit
     layer: int
     position: int  # negative: from the end of the prompt
-    filters_met: str  # "all", or which filters had to be dropped to keep any candidate
+    filters_met: str  # the filters the chosen one met, e.g. "induce > 0, kl < 0.5, layer"
     scores: list[dict] = field(default_factory=list)
 
 
@@ -202,10 +204,15 @@ def _last_logprobs(model, tokenizer, prompts: Sequence[str]) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _refusal_margin(logprobs: torch.Tensor, opening: torch.Tensor) -> float:
-    refusal = torch.logsumexp(logprobs[:, opening], dim=-1)
-    rest = torch.logsumexp(logprobs.masked_fill(opening, float("-inf")), dim=-1)
-    return float((refusal - rest).mean())
+@contextmanager
+def hooked(handles):
+    """Keeps the hooks ``handles`` (as :func:`ablate_direction` returns them) for a ``with``
+    block and removes them after it, also on error."""
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _add_at_layer(model, layer: int, vector: torch.Tensor):
@@ -245,12 +252,14 @@ def select_refusal_direction(
     When no candidate passes every filter, the KL limit is raised step by step (``_KL_LADDER``
     times ``kl_limit``), then the same without the ``induce`` filter, then the candidate with the
     lowest KL is taken; ``filters_met`` says which filters the chosen one met."""
+    from .premise import refusal_margins
+
+    def margin(prompts) -> float:
+        return float(refusal_margins(_last_logprobs(model, tokenizer, prompts), opening_ids).mean())
+
     harmful_mean = _last_position_states(model, tokenizer, harmful_train, positions)
     raw = harmful_mean - _last_position_states(model, tokenizer, harmless_train, positions)
     layers = raw.shape[0]
-    vocab = _last_logprobs(model, tokenizer, harmless_val[:1]).shape[-1]
-    opening = torch.zeros(vocab, dtype=torch.bool)
-    opening[list(opening_ids)] = True
     plain = _last_logprobs(model, tokenizer, harmless_val)
     scores = []
     for layer in range(layers):
@@ -262,20 +271,12 @@ def select_refusal_direction(
             if float(vector.norm()) <= 1e-5 * float(harmful_mean[layer, index].norm()):
                 continue
             unit = vector / vector.norm()
-            handles = ablate_direction(model, unit)
-            try:
-                bypass = _refusal_margin(_last_logprobs(model, tokenizer, harmful_val), opening)
+            with hooked(ablate_direction(model, unit)):
+                bypass = margin(harmful_val)
                 ablated = _last_logprobs(model, tokenizer, harmless_val)
-            finally:
-                for h in handles:
-                    h.remove()
             kl = float((plain.exp() * (plain - ablated)).sum(dim=-1).mean())
-            handles = _add_at_layer(model, layer, vector)
-            try:
-                induce = _refusal_margin(_last_logprobs(model, tokenizer, harmless_val), opening)
-            finally:
-                for h in handles:
-                    h.remove()
+            with hooked(_add_at_layer(model, layer, vector)):
+                induce = margin(harmless_val)
             scores.append(
                 {
                     "layer": layer,

@@ -59,8 +59,9 @@ class StudySettings:
     bias_length: int = 1
     bias_prompts: int = 256
     contrast_gamma: float = 1.0
-    # None: Arditi et al.'s selection over layers and positions (baselines.py); a layer: the
-    # difference of means at that layer's input, last prompt token, without selection.
+    # None: Arditi et al.'s selection over the layers, at the last prompt token (baselines.py,
+    # ABLATION_POSITIONS); a layer: the difference of means at that layer's input, last prompt
+    # token, without selection.
     ablation_layer: int | None = None
     patch_examples: int = 64
     patch_steps: int = 16
@@ -157,6 +158,7 @@ def _answers(config: Config, models, tokenizer, biases, settings):
         HELPFUL_SYSTEM_PROMPT,
         ablate_direction,
         contrastive_generate,
+        hooked,
         render_with_system,
     )
 
@@ -187,12 +189,8 @@ def _answers(config: Config, models, tokenizer, biases, settings):
         direction = torch.tensor(biases[(config.aligned, "refusal-direction")]["direction"])
 
         def ablated(ps):
-            handles = ablate_direction(model, direction)
-            try:
+            with hooked(ablate_direction(model, direction)):
                 return generate(model, tokenizer, ps, max_new_tokens=n).texts
-            finally:
-                for h in handles:
-                    h.remove()
 
         return ablated
     raise ValueError(f"tsdi_ext: unknown configuration kind {config.kind!r}")

@@ -137,6 +137,7 @@ def test_direction_selection_scores_and_filters(tokenizer):
     from replication.baselines import (
         ablate_direction,
         candidate_directions,
+        hooked,
         select_refusal_direction,
     )
 
@@ -161,28 +162,27 @@ def test_direction_selection_scores_and_filters(tokenizer):
     # The bypass score, recomputed directly: the refusal margin on harmful prompts, ablated.
     opening = torch.zeros(model.config.vocab_size, dtype=torch.bool)
     opening[sorry] = True
-    handles = ablate_direction(model, choice.direction)
-    try:
+    with hooked(ablate_direction(model, choice.direction)):
         logits = _last_logits(model, tokenizer, HARMFUL[::-1])
-    finally:
-        for h in handles:
-            h.remove()
     logp = torch.log_softmax(logits, -1)
     margin = torch.logsumexp(logp[:, opening], -1) - torch.logsumexp(logp[:, ~opening], -1)
     assert abs(choice.scores[0]["bypass"] - float(margin.mean())) < 1e-3
 
-    everything = select_refusal_direction(
-        model,
-        tokenizer,
-        HARMFUL,
-        BENIGN,
-        HARMFUL,
-        BENIGN,
-        opening_ids=sorry,
-        positions=2,
-        max_layer_fraction=1.0,
-        kl_limit=1e9,
-    )
+    def every_layer(kl_limit):
+        return select_refusal_direction(
+            model,
+            tokenizer,
+            HARMFUL,
+            BENIGN,
+            HARMFUL,
+            BENIGN,
+            opening_ids=sorry,
+            positions=2,
+            max_layer_fraction=1.0,
+            kl_limit=kl_limit,
+        )
+
+    everything = every_layer(1e9)
     assert len(everything.scores) == 3
     with_induce = [s for s in everything.scores if s["induce"] > 0]
     best = min(with_induce or everything.scores, key=lambda s: s["bypass"])
@@ -194,18 +194,7 @@ def test_direction_selection_scores_and_filters(tokenizer):
     # No candidate within the KL limit: the least relaxed limit that keeps one.
     lowest = min(s["kl"] for s in everything.scores)
     assert lowest > 0
-    strict = select_refusal_direction(
-        model,
-        tokenizer,
-        HARMFUL,
-        BENIGN,
-        HARMFUL,
-        BENIGN,
-        opening_ids=sorry,
-        positions=2,
-        max_layer_fraction=1.0,
-        kl_limit=lowest / 3,
-    )
+    strict = every_layer(lowest / 3)
     assert strict.filters_met.startswith(("induce > 0, kl < ", "kl < "))
     limit = float(strict.filters_met.split("kl < ")[1].split(",")[0])
     chosen = next(

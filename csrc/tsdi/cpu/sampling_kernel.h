@@ -420,7 +420,6 @@ TSDI_ALWAYS_INLINE float kth_largest(float* cand, int64_t n, uint32_t lo_bits, u
 // the kPivots accumulators stay in registers (array accumulators were spilled on every chunk);
 // float lanes are flushed to float64 every kFlushChunks chunks. These masses only bracket the
 // threshold: the exact masses that decide it are recomputed in float64 by collect_bracket.
-
 TSDI_ALWAYS_INLINE void pivot_masses_portable(const float* __restrict__ w, int64_t n,
                                               const float* __restrict__ pivots,
                                               double* __restrict__ mass) {
